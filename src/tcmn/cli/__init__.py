@@ -1,0 +1,1 @@
+"""Thin command-line entry points (Hydra): tcmn-train, -eval, -predict, -prepare, -cv, -bench."""
