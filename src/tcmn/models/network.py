@@ -140,11 +140,13 @@ class TCMN(nn.Module):
         mem_values: Tensor,
         top_k: int | None = None,
         chunk_size: int | None = None,
-    ) -> Tensor:
+        return_usage: bool = False,
+    ) -> Tensor | tuple[Tensor, Tensor]:
         """Memory readout for every object.
 
         ``query_key [B, Ck, h, w], mem_keys [B, Ck, T, h, w], mem_values [B, O, Cv, T, h, w]
-        -> [B, O, Cv, h, w]``. The affinity is computed once and shared by the objects.
+        -> [B, O, Cv, h, w]`` (and the usage ``[B, T*h*w]`` of each memory position when asked).
+        The affinity is computed once and shared by the objects.
         """
         b, ck, h, w = query_key.shape
         o, cv = mem_values.shape[1:3]
@@ -154,7 +156,10 @@ class TCMN(nn.Module):
             query_key.flatten(2),
             top_k=top_k,
             chunk_size=chunk_size,
+            return_usage=return_usage,
         )
+        if return_usage:
+            return r[0].view(b, o, cv, h, w), r[1]
         return r.view(b, o, cv, h, w)
 
     def decode(self, qf: QueryFeatures, memory_readout: Tensor) -> Tensor:
@@ -187,8 +192,7 @@ class TCMN(nn.Module):
             softmax over background + objects.
         """
         r = self.read_memory(qf.key, mem_keys, mem_values, top_k, chunk_size)
-        obj_logits = self.decode(qf, r)
-        logits = aggregate(torch.sigmoid(obj_logits.float()), valid)
+        logits = aggregate(torch.sigmoid(self.decode(qf, r).float()), valid)
         return logits, torch.softmax(logits, dim=1)
 
     # ----------------------------------------------------------------------------- training clip

@@ -1,0 +1,117 @@
+"""One-shot evaluation of a video item: the protocol, the copy-first-mask baseline and the
+mask-dependence controls, shared by validation, ``tcmn-eval`` and the notebooks.
+
+A video item is what the data module's val/test loaders yield (see ``tcmn.data.datamodule``):
+``frames`` uint8 ``[T, h, w, 3]`` at evaluation resolution, ``labels`` uint8 ``[T, H, W]`` at
+native resolution, ``annotated`` bool ``[T]``, ``objects`` {id: class}, ``given_frames``
+{id: frame index whose mask is given}, ``video``, ``dataset``.
+
+One-shot protocol: each object's mask is given on its ``given_frames`` frame (the first annotated
+frame where it is present); the model propagates it; frames after it that have ground truth are
+scored (the metric skips the given frame and unannotated frames).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import cv2
+import numpy as np
+
+from tcmn.inference.propagator import Propagator, propagate
+
+CONTROLS = ("empty", "flip", "shift")
+
+
+def given_masks(
+    item: Mapping, labels: np.ndarray | None = None
+) -> dict[int, tuple[np.ndarray, list[int]]]:
+    """Frame index -> (label map restricted to the objects given there, their ids).
+
+    ``labels`` replaces the item's ground truth as the source of the given masks (the controls).
+    """
+    labels = item["labels"] if labels is None else labels
+    out: dict[int, tuple[np.ndarray, list[int]]] = {}
+    by_frame: dict[int, list[int]] = {}
+    for oid, t in item["given_frames"].items():
+        by_frame.setdefault(int(t), []).append(int(oid))
+    for t, ids in sorted(by_frame.items()):
+        lab = np.asarray(labels[t])
+        m = np.where(np.isin(lab, ids), lab, 0).astype(np.uint8)
+        out[t] = (m, sorted(ids))
+    return out
+
+
+def predict_video(
+    propagator: Propagator, item: Mapping, given: Mapping | None = None
+) -> np.ndarray:
+    """Propagate the given masks through the item's frames.
+
+    Returns uint8 ``[T, H, W]`` labels at the native (label) resolution; frames before the first
+    given frame are 0.
+    """
+    labels = np.asarray(item["labels"])
+    t, h, w = labels.shape
+    given = given_masks(item) if given is None else given
+    out = np.zeros((t, h, w), np.uint8)
+    if not given:
+        return out
+    for i, lab, _ in propagate(propagator, item["frames"], given, out_size=(h, w)):
+        out[i] = lab
+    return out
+
+
+def copy_first_mask(item: Mapping) -> np.ndarray:
+    """The trivial baseline: every object's given mask copied to all later frames.
+
+    Returns uint8 ``[T, H, W]`` labels; objects given later overwrite earlier ones where they
+    overlap.
+    """
+    labels = np.asarray(item["labels"])
+    out = np.zeros_like(labels, dtype=np.uint8)
+    for t, (m, ids) in sorted(given_masks(item).items()):
+        for oid in ids:
+            out[t:][:, m == oid] = oid
+    return out
+
+
+def control_labels(item: Mapping, kind: str, seed: int = 0) -> np.ndarray:
+    """The item's labels with every given mask replaced by a wrong one (a control).
+
+    - ``empty``: no foreground at all;
+    - ``flip``: the mask flipped horizontally and vertically;
+    - ``shift``: a shape of the same area elsewhere in the frame: another object's mask when
+      the frame has one, else the object's own mask moved (with wrap-around) by half the frame
+      in both directions, i.e. a shape of similar area away from the object.
+
+    Only the given frames change; scoring still uses the true labels.
+    """
+    if kind not in CONTROLS:
+        raise ValueError(f"control '{kind}' is not one of {CONTROLS}")
+    labels = np.array(item["labels"], copy=True)
+    for t, (m, ids) in given_masks(item).items():
+        lab = labels[t]
+        keep = np.where(np.isin(lab, ids), 0, lab)
+        if kind == "empty":
+            new = np.zeros_like(m)
+        elif kind == "flip":
+            new = m[::-1, ::-1]
+        else:
+            new = np.zeros_like(m)
+            h, w = m.shape
+            for oid in ids:
+                others = [o for o in ids if o != oid]
+                if others:
+                    src = m == others[0]
+                else:
+                    src = np.roll(m == oid, (h // 2, w // 2), axis=(0, 1))
+                new[src & (new == 0)] = oid
+        labels[t] = np.where(new > 0, new, keep)
+    return labels
+
+
+def resize_labels(labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Nearest-neighbour resize of a uint8 ``[H, W]`` label map to ``size = (h, w)``."""
+    if labels.shape == tuple(size):
+        return labels
+    return cv2.resize(labels, (size[1], size[0]), interpolation=cv2.INTER_NEAREST)
