@@ -25,3 +25,37 @@ def real_data() -> Path:
     if not (REAL_DATA / "cvc_clinicdb").is_dir():
         pytest.skip(f"real data not found at {REAL_DATA}")
     return REAL_DATA
+
+
+def compose_cfg(config_name: str, overrides: list[str], tmp_path: Path):
+    """Compose a config of conf/ with Hydra's compose API, as the CLI would, writing under tmp_path.
+
+    ``paths.data_dir`` is shared by the whole test session (``TCMN_TEST_DATA``) so the synthetic
+    dataset is generated once.
+    """
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose(config_name, overrides=overrides, return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.paths.root_dir = str(tmp_path)
+        cfg.paths.output_dir = str(tmp_path / "out")
+        cfg.paths.log_dir = str(tmp_path / "logs")
+        cfg.paths.data_dir = os.environ["TCMN_TEST_DATA"]
+        cfg.paths.work_dir = str(tmp_path)
+        cfg.hydra.runtime.output_dir = str(tmp_path / "out")
+        cfg.hydra.job.num = 0
+    HydraConfig().set_config(cfg)
+    return cfg
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _test_data_dir(tmp_path_factory):
+    """One data folder for the session (the synthetic set is generated there on first use)."""
+    if "TCMN_TEST_DATA" not in os.environ:
+        os.environ["TCMN_TEST_DATA"] = str(tmp_path_factory.mktemp("data"))
+    return Path(os.environ["TCMN_TEST_DATA"])

@@ -115,3 +115,32 @@ def resize_labels(labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     if labels.shape == tuple(size):
         return labels
     return cv2.resize(labels, (size[1], size[0]), interpolation=cv2.INTER_NEAREST)
+
+
+def restrict_classes(item: Mapping, classes: list[str] | None) -> dict:
+    """The item with only the objects of ``classes`` (None: unchanged); others become background.
+
+    Used for the unseen-class tables (e.g. CAMUS LV and LA only): only their masks are given and
+    scored.
+    """
+    item = dict(item)
+    if not classes:
+        return item
+    keep = {int(o): c for o, c in item["objects"].items() if c in set(classes)}
+    item["objects"] = keep
+    item["given_frames"] = {o: t for o, t in item["given_frames"].items() if int(o) in keep}
+    labels = np.asarray(item["labels"])
+    item["labels"] = np.where(np.isin(labels, list(keep)), labels, 0).astype(np.uint8)
+    return item
+
+
+def numpy_item(item: Mapping) -> dict:
+    """The item with its tensors as CPU numpy arrays (frames, labels, annotated)."""
+    out = dict(item)
+    for k in ("frames", "labels", "annotated"):
+        v = out.get(k)
+        if v is not None and hasattr(v, "detach"):
+            out[k] = v.detach().cpu().numpy()
+    out["given_frames"] = {int(o): int(t) for o, t in out["given_frames"].items()}
+    out["objects"] = {int(o): str(c) for o, c in out["objects"].items()}
+    return out

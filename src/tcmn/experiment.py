@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import time
 import warnings
 from pathlib import Path
@@ -17,8 +18,8 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
-from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.plugins.io import TorchCheckpointIO
 
 from tcmn.errors import TCMNError
 from tcmn.utils.atomic import atomic_write, atomic_write_text
@@ -169,3 +170,220 @@ def in_multirun() -> bool:
 
 
 __all__ = ["AtomicCheckpointIO", "run_train", "write_summary", "objective", "in_multirun"]
+
+
+def run_eval(cfg: DictConfig) -> dict[str, Any]:
+    """Evaluate a checkpoint on a dataset part; write tables, overlays and ``summary.json``.
+
+    Methods scored side by side: ``tcmn`` (the model), ``copy_first_mask`` (baseline) and, with
+    ``controls``, ``control_empty`` / ``control_flip`` / ``control_shift`` (wrong first masks).
+    The mask dependence is J(tcmn) - max J(controls), per dataset and per class.
+    """
+    import pandas as pd
+    from tqdm import tqdm
+
+    from tcmn.evaluation import (
+        CONTROLS,
+        control_labels,
+        copy_first_mask,
+        given_masks,
+        numpy_item,
+        predict_video,
+        restrict_classes,
+    )
+    from tcmn.inference.propagator import Propagator
+    from tcmn.lit_module import load_module
+    from tcmn.metrics import VOSMetric, frame_scores
+
+    out_dir = Path(cfg.paths.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    module = load_module(cfg.ckpt)
+    prop_cfg = {
+        **module.propagation.to_dict(),
+        **dict(cfg.get("propagation") or {}),
+        "device": cfg.device,
+    }
+    propagator = Propagator(module.net, prop_cfg)
+    dm = instantiate(
+        cfg.data,
+        _convert_="all",
+        test_part=cfg.split,
+        fold=cfg.get("fold"),
+        num_workers=0,
+        max_eval_videos=cfg.get("max_videos") or cfg.data.get("max_eval_videos"),
+    )
+    dm.prepare_data()
+    dm.setup("test")
+    vocab = dict(datasets=dm.dataset_names(), classes=dm.class_names(), videos=dm.video_names())
+    methods = ["tcmn", "copy_first_mask"] + (
+        [f"control_{c}" for c in CONTROLS] if cfg.controls else []
+    )
+    metrics = {m: VOSMetric(**vocab) for m in methods}
+    frame_rows: list[dict] = []
+    overlay_dir = out_dir / "overlays"
+    n_done = 0
+    for item in tqdm(dm.test_dataloader(), desc=f"eval {cfg.split}", unit="video"):
+        item = restrict_classes(numpy_item(item), cfg.get("classes"))
+        if not item["given_frames"]:
+            continue
+        preds = {"tcmn": predict_video(propagator, item), "copy_first_mask": copy_first_mask(item)}
+        for c in CONTROLS if cfg.controls else ():
+            wrong = given_masks(item, control_labels(item, c, cfg.seed))
+            preds[f"control_{c}"] = predict_video(propagator, item, wrong)
+        args = dict(
+            gt=item["labels"],
+            annotated=item["annotated"],
+            objects=item["objects"],
+            video=item["video"],
+            dataset=item["dataset"],
+            given_frames=item["given_frames"],
+        )
+        for m, p in preds.items():
+            metrics[m].update(p, **args)
+        for m in ("tcmn", "copy_first_mask"):
+            for oid, t0 in item["given_frames"].items():
+                scored = item["annotated"].copy()
+                scored[: t0 + 1] = False
+                sc = frame_scores(preds[m], item["labels"], oid, scored)
+                for j, fr in enumerate(sc["frames"]):
+                    frame_rows.append(
+                        dict(
+                            method=m,
+                            dataset=item["dataset"],
+                            video=item["video"],
+                            object=oid,
+                            frame=int(fr),
+                            J=sc["J"][j],
+                            F=sc["F"][j],
+                            Dice=sc["Dice"][j],
+                        )
+                    )
+        if n_done < cfg.n_overlays:
+            write_overlay(
+                overlay_dir / f"{item['dataset']}__{item['video']}.png",
+                item,
+                preds["tcmn"],
+                cfg.overlay_frames,
+            )
+        n_done += 1
+    if n_done == 0:
+        raise TCMNError(
+            f"no video with a given mask in split '{cfg.split}' of {vocab['datasets']}; check split= and classes=."
+        )
+    results = {m: metrics[m].compute() for m in methods}
+
+    def long(table_name: str) -> pd.DataFrame:
+        frames = []
+        for m, r in results.items():
+            t = getattr(r, table_name).copy()
+            t.insert(0, "method", m)
+            frames.append(t if table_name == "per_video" else t.reset_index())
+        return pd.concat(frames, ignore_index=True)
+
+    tables = {name: long(name) for name in ("per_video", "per_dataset", "per_class")}
+    for name, t in tables.items():
+        with atomic_write(out_dir / f"{name}.csv", "w") as f:
+            t.to_csv(f, index=False)
+    with atomic_write(out_dir / "per_frame.csv", "w") as f:
+        pd.DataFrame(frame_rows).to_csv(f, index=False)
+    summary = {
+        "status": "ok",
+        "ckpt": str(cfg.ckpt),
+        "split": cfg.split,
+        "classes": list(cfg.classes) if cfg.get("classes") else None,
+        "n_videos": n_done,
+        "propagation": prop_cfg,
+        "methods": {m: r.summary for m, r in results.items()},
+        "per_dataset": tables["per_dataset"].to_dict(orient="records"),
+        "per_class": tables["per_class"].to_dict(orient="records"),
+    }
+    if cfg.controls:
+        summary["mask_dependence"] = mask_dependence(results)
+    write_summary(out_dir, summary)
+    print(format_table(tables["per_dataset"], summary.get("mask_dependence")))
+    print(f"\ntables, overlays and summary.json written to {out_dir}")
+    if cfg.get("wandb"):
+        log_eval_to_wandb(cfg, summary, tables, overlay_dir)
+    return summary
+
+
+def mask_dependence(results: dict) -> dict[str, float]:
+    """J(tcmn) - max over controls of J, for every dataset, class and the means."""
+    model = results["tcmn"]
+    controls = [r for m, r in results.items() if m.startswith("control_")]
+    out = {}
+    for table in ("per_dataset", "per_class"):
+        mt = getattr(model, table)
+        for name in mt.index:
+            j = float(mt.loc[name, "J"])
+            worst = max(float(getattr(c, table).loc[name, "J"]) for c in controls)
+            prefix = "class/" if table == "per_class" else ""
+            out[f"{prefix}{name}"] = j - worst
+    return out
+
+
+def format_table(per_dataset, dependence: dict | None = None) -> str:
+    """The paper's Table 1 layout as text: rows = datasets (+ mean), columns = method x J/F/Dice."""
+    t = per_dataset.pivot_table(
+        index="dataset", columns="method", values=["J", "F", "Dice"], sort=False
+    )
+    t = t.swaplevel(0, 1, axis=1).sort_index(axis=1, level=0, sort_remaining=False)
+    text = (t * 100).round(2).to_string()
+    if dependence:
+        text += "\nmask dependence (J true mask - max J wrong masks): " + ", ".join(
+            f"{k} {100 * v:.2f}" for k, v in dependence.items() if not k.startswith("class/")
+        )
+    return text
+
+
+def write_overlay(path: Path, item: dict, pred, n_frames: int) -> None:
+    """A Fig. 2 style strip: the given frame (mask in green), then predictions (red) with the
+    ground-truth contour (white) on ``n_frames`` evenly spaced annotated frames."""
+    import cv2
+    import numpy as np
+
+    from tcmn.viz import figure2_panel, strip
+
+    labels, frames = item["labels"], item["frames"]
+    t0 = min(item["given_frames"].values())
+    later = [t for t in np.flatnonzero(item["annotated"]) if t > t0]
+    pick = (
+        [later[int(i)] for i in np.linspace(0, len(later) - 1, min(n_frames - 1, len(later)))]
+        if later
+        else []
+    )
+    h, w = labels.shape[1:]
+
+    def frame_at(t):
+        f = frames[t]
+        return cv2.resize(f, (w, h), interpolation=cv2.INTER_LINEAR) if f.shape[:2] != (h, w) else f
+
+    panels = [figure2_panel(frame_at(t0), given=labels[t0])]
+    panels += [figure2_panel(frame_at(t), pred=pred[t], gt=labels[t]) for t in pick]
+    img = strip(panels, ncols=len(panels))
+    ok, buf = cv2.imencode(".png", cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+    with atomic_write(path) as f:
+        f.write(buf.tobytes())
+
+
+def log_eval_to_wandb(cfg: DictConfig, summary: dict, tables: dict, overlay_dir: Path) -> None:
+    """Log an evaluation (summary, mask dependence, tables, overlays) as a W&B run."""
+    import wandb
+
+    run = wandb.init(
+        project="tcmn",
+        job_type="eval",
+        dir=str(cfg.paths.output_dir),
+        config=OmegaConf.to_container(cfg, resolve=True),
+        mode=os.environ.get("WANDB_MODE", "offline"),
+    )
+    flat = {f"{m}/{k}": v for m, s in summary["methods"].items() for k, v in s.items()}
+    flat.update(
+        {f"mask_dependence/{k}": v for k, v in (summary.get("mask_dependence") or {}).items()}
+    )
+    run.summary.update(flat)
+    for name, t in tables.items():
+        run.log({name: wandb.Table(dataframe=t)})
+    for p in sorted(overlay_dir.glob("*.png")):
+        run.log({f"overlay/{p.stem}": wandb.Image(str(p))})
+    run.finish()

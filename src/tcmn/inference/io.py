@@ -720,15 +720,14 @@ def _read_mask_image(path: Path) -> np.ndarray:
 
 
 def _select_frame(arr: np.ndarray, frame: int | None, path: Path, layout: str) -> np.ndarray:
-    """Pick frame ``frame`` of a ``[T, H, W]`` stack (a 2-D array is returned unchanged)."""
-    if arr.ndim == 3 and arr.shape[0] == 1 and frame in (None, 0):
+    """Pick frame ``frame`` of a ``[T, H, W]`` stack.
+
+    A 2-D array (or a one-frame stack) is the mask itself whatever ``frame`` is: ``frame`` then
+    only names the video frame it belongs to.
+    """
+    if arr.ndim == 3 and arr.shape[0] == 1:
         return arr[0]
     if arr.ndim == 2:
-        if frame not in (None, 0):
-            raise TCMNError(
-                f"{path}: the mask is a single 2-D frame but frame {frame} was asked for; drop "
-                "mask_frame or give a mask sequence."
-            )
         return arr
     if arr.ndim != 3:
         raise TCMNError(
