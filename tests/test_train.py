@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from conftest import REPO, compose_cfg
 
-from tcmn.experiment import run_train
+from tcmn.experiment import run_eval, run_train
 
 # tiny everything: the smallest model, 64 px crops, a handful of steps
 TINY = [
@@ -161,3 +165,145 @@ def test_wrong_key_fails_with_hydras_message(tmp_path):
 
     with pytest.raises(ConfigCompositionException, match="not_a_key"):
         compose_cfg("train", ["data.not_a_key=1"], tmp_path)
+
+
+def _run(tmp_path, name, extra):
+    cfg = compose_cfg(
+        "train", TINY + ["callbacks=default", "~callbacks.lr_monitor"] + extra, tmp_path / name
+    )
+    return run_train(cfg), cfg
+
+
+def _net_state(path):
+    state = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+    return {k: v for k, v in state.items() if k.startswith("net.")}
+
+
+def test_resume_gives_the_same_state_as_an_uninterrupted_run(tmp_path):
+    common = ["data.samples_per_epoch=4", "trainer.check_val_every_n_epoch=100", "test=false"]
+    full, _ = _run(tmp_path, "full", common + ["trainer.max_steps=6"])
+    half, _ = _run(tmp_path, "half", common + ["trainer.max_steps=2"])
+    ck = torch.load(half["last_ckpt"], map_location="cpu", weights_only=False)
+    assert ck["global_step"] == 2
+    resumed, _ = _run(
+        tmp_path, "resumed", common + ["trainer.max_steps=6", f"ckpt_path={half['last_ckpt']}"]
+    )
+    a, b = _net_state(full["last_ckpt"]), _net_state(resumed["last_ckpt"])
+    assert torch.load(resumed["last_ckpt"], weights_only=False)["global_step"] == 6
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6, msg=k)
+    # and the run did move away from the half-way state
+    h = _net_state(half["last_ckpt"])
+    assert any(not torch.allclose(a[k], h[k]) for k in a if a[k].is_floating_point())
+
+
+def test_init_from_loads_the_previous_stage(tmp_path):
+    pre, _ = _run(
+        tmp_path, "pre", ["stage=pretrain", "test=false", "trainer.check_val_every_n_epoch=100"]
+    )
+    from tcmn.lit_module import TCMNModule
+
+    cfg = compose_cfg(
+        "train", TINY + ["stage=main", f"init_from={pre['last_ckpt']}"], tmp_path / "main"
+    )
+    module = TCMNModule(**{k: v for k, v in cfg.model.items() if k != "_target_"})
+    for k, v in _net_state(pre["last_ckpt"]).items():
+        torch.testing.assert_close(module.state_dict()[k], v)
+    with pytest.raises(Exception, match="init_from checkpoint not found"):
+        TCMNModule(
+            **{
+                **{k: v for k, v in cfg.model.items() if k != "_target_"},
+                "init_from": str(tmp_path / "x.ckpt"),
+            }
+        )
+
+
+def test_non_finite_loss_stops_with_a_message_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
+    from tcmn.lit_module import NonFiniteLossError
+    from tcmn.losses import TCMNLoss
+
+    original = TCMNLoss.forward
+
+    def poisoned(self, logits, labels, values, valid, step):
+        out = original(self, logits, labels, values, valid, step)
+        if step >= 2:
+            out.loss = out.loss * float("nan")
+        return out
+
+    monkeypatch.setattr(TCMNLoss, "forward", poisoned)
+    cfg = compose_cfg(
+        "train",
+        TINY
+        + [
+            "callbacks=default",
+            "~callbacks.lr_monitor",
+            "trainer.max_steps=6",
+            "trainer.check_val_every_n_epoch=100",
+            "test=false",
+        ],
+        tmp_path,
+    )
+    with pytest.raises(NonFiniteLossError, match="last good checkpoint is .*last.ckpt"):
+        run_train(cfg)
+    last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+    ck = torch.load(last, map_location="cpu", weights_only=False)
+    assert ck["global_step"] == 2
+    assert all(torch.isfinite(v).all() for v in ck["state_dict"].values() if v.is_floating_point())
+
+
+def test_eval_writes_tables_that_match_a_direct_computation(tmp_path):
+    from tcmn.evaluation import numpy_item, predict_video
+    from tcmn.inference.propagator import Propagator
+    from tcmn.lit_module import load_module
+    from tcmn.metrics import frame_scores
+
+    train, _ = _run(tmp_path, "train", ["test=false", "trainer.check_val_every_n_epoch=100"])
+    cfg = compose_cfg(
+        "eval",
+        [
+            f"ckpt={train['last_ckpt']}",
+            "data.eval_size=64",
+            "data.max_eval_videos=2",
+            "controls=true",
+            "n_overlays=1",
+        ],
+        tmp_path / "eval",
+    )
+    summary = run_eval(cfg)
+    out = Path(cfg.paths.output_dir)
+    per_video = pd.read_csv(out / "per_video.csv")
+    per_dataset = pd.read_csv(out / "per_dataset.csv")
+    assert {"method", "dataset", "video", "object", "class", "J", "F", "Dice", "J&F"} <= set(
+        per_video.columns
+    )
+    assert {"method", "dataset", "J", "F", "Dice", "J&F"} <= set(per_dataset.columns)
+    assert set(per_dataset["method"]) == {
+        "tcmn",
+        "copy_first_mask",
+        "control_empty",
+        "control_flip",
+        "control_shift",
+    }
+    assert set(per_dataset["dataset"]) == {"synthetic", "mean"}
+    assert (out / "per_class.csv").exists() and (out / "per_frame.csv").exists()
+    assert len(list((out / "overlays").glob("*.png"))) == 1
+    assert "synthetic" in summary["mask_dependence"]
+    on_disk = json.loads((out / "summary.json").read_text())
+    assert on_disk["methods"]["tcmn"]["J"] == pytest.approx(summary["methods"]["tcmn"]["J"])
+    # the first video's J recomputed directly
+    module = load_module(train["last_ckpt"])
+    from hydra.utils import instantiate
+
+    dm = instantiate(cfg.data, _convert_="all", test_part="test", num_workers=0, max_eval_videos=2)
+    dm.prepare_data()
+    dm.setup("test")
+    item = numpy_item(next(iter(dm.test_dataloader())))
+    pred = predict_video(Propagator(module.net, module.propagation), item)
+    row = per_video[(per_video.method == "tcmn") & (per_video.video == item["video"])]
+    for _, r in row.iterrows():
+        oid = int(r["object"])
+        scored = item["annotated"].copy()
+        scored[: item["given_frames"][oid] + 1] = False
+        direct = frame_scores(pred, item["labels"], oid, scored)
+        assert r["J"] == pytest.approx(float(np.mean(direct["J"])), abs=1e-6)
+        assert r["Dice"] == pytest.approx(float(np.mean(direct["Dice"])), abs=1e-6)

@@ -72,6 +72,19 @@ def write_summary(output_dir: str | Path, summary: dict[str, Any]) -> Path:
     return path
 
 
+def checkpoint_paths(trainer: pl.Trainer) -> tuple[str | None, str | None]:
+    """(best checkpoint by the monitored metric, latest checkpoint) of a trainer's callbacks."""
+    from tcmn.callbacks import LastCheckpoint
+
+    best = next(
+        (cb.best_model_path for cb in trainer.checkpoint_callbacks if cb.best_model_path), None
+    )
+    last = next(
+        (cb.last_model_path for cb in trainer.callbacks if isinstance(cb, LastCheckpoint)), None
+    )
+    return best, last or None
+
+
 def run_train(cfg: DictConfig) -> dict[str, Any]:
     """One training stage (and the test of its last checkpoint) from a composed config.
 
@@ -117,10 +130,8 @@ def run_train(cfg: DictConfig) -> dict[str, Any]:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
         summary["val"] = _floats(trainer.callback_metrics)
     summary["train_seconds"] = round(time.time() - t0, 1)
-    ckpt_cb = trainer.checkpoint_callback
-    if ckpt_cb is not None:
-        summary["best_ckpt"] = getattr(ckpt_cb, "best_model_path", "") or None
-        summary["last_ckpt"] = getattr(ckpt_cb, "last_model_path", "") or None
+    best, last = checkpoint_paths(trainer)
+    summary["best_ckpt"], summary["last_ckpt"] = best, last
     if cfg.get("test", False) and not getattr(trainer, "fast_dev_run", False):
         trainer.test(module, datamodule=datamodule, ckpt_path=None)
         summary["test"] = _floats(trainer.callback_metrics)

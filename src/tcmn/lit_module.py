@@ -161,7 +161,9 @@ class TCMNModule(pl.LightningModule):
     def training_step(self, batch: Mapping, batch_idx: int) -> torch.Tensor:
         _, res = self(batch)
         if not torch.isfinite(res.loss):
-            ckpt = getattr(self.trainer.checkpoint_callback, "last_model_path", "") or "none yet"
+            from tcmn.experiment import checkpoint_paths
+
+            ckpt = checkpoint_paths(self.trainer)[1] or "none yet"
             raise NonFiniteLossError(
                 f"the training loss became {res.loss.item()} at step {self.global_step} "
                 f"(L_bce={res.loss_bce.item():.4g}, L_tc={res.loss_tc.item():.4g}); the run stopped "
