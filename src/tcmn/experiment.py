@@ -100,6 +100,9 @@ def run_train(cfg: DictConfig) -> dict[str, Any]:
     output_dir.mkdir(parents=True, exist_ok=True)
     pl.seed_everything(cfg.seed, workers=True)
 
+    from tcmn.callbacks import apply_wandb_run_settings
+
+    apply_wandb_run_settings(cfg)
     datamodule = instantiate(cfg.data, _convert_="all")
     module = instantiate(cfg.model, _convert_="all")
     callbacks = instantiate_group(cfg.get("callbacks"))
@@ -107,6 +110,7 @@ def run_train(cfg: DictConfig) -> dict[str, Any]:
     trainer: pl.Trainer = instantiate(
         cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()]
     )
+    _check_no_ddp_spawn_in_multirun(trainer)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     for lg in trainer.loggers:
         lg.log_hyperparams(resolved)
@@ -144,6 +148,9 @@ def run_train(cfg: DictConfig) -> dict[str, Any]:
                 "baseline_per_dataset": res["baseline"]
                 .per_dataset.reset_index()
                 .to_dict(orient="records"),
+                "baseline_per_class": res["baseline"]
+                .per_class.reset_index()
+                .to_dict(orient="records"),
             }
     summary["status"] = "ok"
     write_summary(output_dir, summary)
@@ -152,14 +159,43 @@ def run_train(cfg: DictConfig) -> dict[str, Any]:
 
 
 def _finish_wandb() -> None:
-    """Close the W&B run so the next multirun job starts its own."""
+    """Close the W&B run so the next multirun job starts its own.
+
+    Called while an exception is being handled (a failed multirun job), the run is marked
+    failed (exit code 1).
+    """
+    import sys
+
     try:
         import wandb
 
         if wandb.run is not None:
-            wandb.finish()
+            wandb.finish(exit_code=1 if sys.exc_info()[0] is not None else 0)
     except Exception:  # wandb missing or already closed
         pass
+
+
+def _check_no_ddp_spawn_in_multirun(trainer: pl.Trainer) -> None:
+    """Refuse DDP that Lightning would start by re-running the command inside a local multirun.
+
+    Lightning's subprocess launcher re-runs ``sys.argv`` for the other ranks, which in a Hydra
+    multirun is the whole sweep; under SLURM (``hydra/launcher=slurm``) or torchrun the ranks
+    are started outside and this is fine.
+    """
+    from pytorch_lightning.strategies.launchers.subprocess_script import (
+        _SubprocessScriptLauncher,
+    )
+
+    launcher = getattr(trainer.strategy, "launcher", None)
+    spawns = isinstance(launcher, _SubprocessScriptLauncher) and not (
+        launcher.cluster_environment.creates_processes_externally
+    )
+    if spawns and in_multirun():
+        raise TCMNError(
+            "DDP with several local processes cannot run inside a local multirun (Lightning "
+            "would re-run the whole sweep in each process); run the jobs one by one, or send "
+            "the sweep to SLURM with hydra/launcher=slurm."
+        )
 
 
 def objective(summary: dict[str, Any], metric: str, failed_value: float) -> float:
@@ -348,8 +384,27 @@ def format_table(per_dataset, dependence: dict | None = None) -> str:
 
 
 def write_overlay(path: Path, item: dict, pred, n_frames: int) -> None:
+    """Write :func:`overlay_strip` of a video as a PNG (atomically)."""
+    import cv2
+
+    img = overlay_strip(item, pred, n_frames)
+    ok, buf = cv2.imencode(".png", cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+    with atomic_write(path) as f:
+        f.write(buf.tobytes())
+
+
+def overlay_strip(item: dict, pred, n_frames: int):
     """A Fig. 2 style strip: the given frame (mask in green), then predictions (red) with the
-    ground-truth contour (white) on ``n_frames`` evenly spaced annotated frames."""
+    ground-truth contour (white) on ``n_frames - 1`` evenly spaced later annotated frames.
+
+    Args:
+        item: a whole-video item with numpy ``frames`` (uint8 ``[T, h, w, 3]``), ``labels``
+            (uint8 ``[T, H, W]``), ``annotated`` (bool ``[T]``) and ``given_frames``.
+        pred: predicted labels, uint8 ``[T, H, W]``.
+        n_frames: panels in the strip (the given frame included).
+    Returns:
+        uint8 RGB ``[H, n * W, 3]``, ``n <= n_frames`` panels at the label resolution.
+    """
     import cv2
     import numpy as np
 
@@ -371,10 +426,7 @@ def write_overlay(path: Path, item: dict, pred, n_frames: int) -> None:
 
     panels = [figure2_panel(frame_at(t0), given=labels[t0])]
     panels += [figure2_panel(frame_at(t), pred=pred[t], gt=labels[t]) for t in pick]
-    img = strip(panels, ncols=len(panels))
-    ok, buf = cv2.imencode(".png", cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
-    with atomic_write(path) as f:
-        f.write(buf.tobytes())
+    return strip(panels, ncols=len(panels))
 
 
 def log_eval_to_wandb(cfg: DictConfig, summary: dict, tables: dict, overlay_dir: Path) -> None:

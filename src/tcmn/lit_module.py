@@ -30,7 +30,7 @@ import torch
 from omegaconf import OmegaConf
 
 from tcmn.errors import TCMNError
-from tcmn.evaluation import copy_first_mask, predict_video
+from tcmn.evaluation import copy_first_mask, numpy_item, predict_video
 from tcmn.inference.propagator import Propagator, PropagatorConfig
 from tcmn.losses import TCMNLoss
 from tcmn.metrics import VOSMetric
@@ -141,6 +141,12 @@ class TCMNModule(pl.LightningModule):
             freeze_batchnorm(self.net)
         return self
 
+    def on_train_start(self) -> None:
+        # Lightning 2.x never calls .train() when fitting starts: a fresh module is in training
+        # mode everywhere, so BatchNorm would update its statistics unless frozen here
+        if self.hparams.freeze_bn:
+            freeze_batchnorm(self.net)
+
     # ----------------------------------------------------------------- training
     def forward(self, batch: Mapping) -> tuple[Any, Any]:
         out = self.net(
@@ -248,7 +254,13 @@ class TCMNModule(pl.LightningModule):
 
     on_test_epoch_start = on_validation_epoch_start
 
-    def validation_step(self, item: Mapping, batch_idx: int) -> None:
+    def validation_step(self, item: Mapping, batch_idx: int) -> dict[str, Any]:
+        """Propagate one whole video and score it (model and copy-first-mask baseline).
+
+        Returns ``{"pred": uint8 [T, H, W]}`` (the predicted label map at the label resolution),
+        which callbacks receive as ``outputs`` (:class:`tcmn.callbacks.WandbMedia` draws overlays).
+        """
+        item = numpy_item(item)
         pred = predict_video(self.propagator(), item)
         base = copy_first_mask(item)
         args = dict(
@@ -261,6 +273,7 @@ class TCMNModule(pl.LightningModule):
         )
         self.val_metric.update(pred, **args)
         self.val_baseline.update(base, **args)
+        return {"pred": pred}
 
     test_step = validation_step
 

@@ -1,15 +1,28 @@
 """``tcmn-predict``: give a video and the mask of one frame, get a mask for every frame.
 
+::
+
+    tcmn-predict input=video.mp4 mask=first_mask.png ckpt=last.ckpt out=predictions/
+    tcmn-predict input=frames/ mask=mask_40.png mask_frame=40 ckpt=... out=...   # both ways
+    tcmn-predict input=echo.nii.gz mask=ed.nii.gz ckpt=... out=...             # NIfTI in and out
+
 Reads the video (frames decoded ahead of the network in a reader thread), propagates the mask
-with the streaming :class:`~tcmn.inference.propagator.Propagator` and writes, atomically, one PNG
-label map per frame, an overlay video and (for NIfTI input) a NIfTI label sequence. See
-``conf/predict.yaml``.
+with the streaming :class:`~tcmn.inference.propagator.Propagator` (forward from frame 0; forward
+and backward from a later ``mask_frame``) and writes, atomically, one PNG label map per frame
+(named after the input's frames), an overlay video and (for NIfTI input) a NIfTI label sequence
+with the input's geometry, plus ``manifest.json``. See ``conf/predict.yaml``.
+
+Every user error (unreadable input, a mask of the wrong size, an empty mask, too many labels,
+``mask_frame`` beyond the video, an output folder that cannot be written or that holds other
+files) prints one sentence and exits with status 2; the output folder then does not appear.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
@@ -19,94 +32,259 @@ from tcmn.errors import TCMNError
 
 log = logging.getLogger("tcmn.predict")
 
+DIRECTIONS = ("auto", "forward", "backward", "both")
+
 
 def predict(cfg: DictConfig) -> dict:
+    """Run one prediction from a composed ``predict`` config.
+
+    Args:
+        cfg: the composed ``conf/predict.yaml`` (input, mask, mask_frame, resize_mask, ckpt, out,
+            direction, device, propagation, write_png, write_overlay, write_nifti, model).
+    Returns:
+        ``{"out": str, "frames": int, "fps": float, "propagated": int}``: the output folder, the
+        number of frames written, frames per second over the whole run, and how many frames
+        the network segmented (the rest, outside the chosen direction, are empty).
+    Raises:
+        TCMNError: any user error (see the module docstring); nothing is written then.
+    """
+    import numpy as np
     from tqdm import tqdm
 
-    from tcmn.inference.io import PredictionWriter, check_writable, load_mask, open_video, prefetch
+    from tcmn.inference.io import PredictionWriter, check_writable, load_mask, open_video
     from tcmn.inference.propagator import Propagator, PropagatorConfig, propagate
 
+    for key in ("input", "mask", "out"):
+        if OmegaConf.is_missing(cfg, key) or cfg[key] in (None, ""):
+            raise TCMNError(
+                f"{key}= is required; run `tcmn-predict input=VIDEO mask=MASK out=FOLDER` "
+                "(see conf/predict.yaml)."
+            )
     out = check_writable(cfg.out)
-    src = open_video(cfg.input)
-    n = len(src)
-    k = int(cfg.mask_frame)
+    check_output_folder(out, [Path(str(cfg.input)), Path(str(cfg.mask))])
+    with open_video(cfg.input) as src:
+        n = len(src)
+        k = _mask_frame(cfg.mask_frame, n, cfg.input)
+        mask = load_mask(cfg.mask, size=src.size, resize=bool(cfg.resize_mask), frame=k)
+        direction = resolve_direction(str(cfg.direction), k, n)
+        net, weights = _network(cfg)
+        prop_cfg = {**OmegaConf.to_container(cfg.propagation, resolve=True), "device": cfg.device}
+        try:
+            prop = Propagator(net, PropagatorConfig.from_dict(prop_cfg))
+        except ValueError as e:
+            raise TCMNError(f"propagation={prop_cfg}: {e}") from e
+        settings = {
+            "input": str(cfg.input),
+            "mask": str(cfg.mask),
+            "mask_frame": k,
+            "ckpt": cfg.ckpt,
+            "weights": weights,
+            "direction": direction,
+            "objects_given": sorted(int(i) for i in np.unique(mask) if i),
+            "propagation": prop.cfg.to_dict(),
+        }
+        overlay = bool(cfg.write_overlay)
+        reader = FrameReader(src)
+        propagated = 0
+        t0 = time.perf_counter()
+        with (
+            PredictionWriter(
+                out,
+                src,
+                write_png=cfg.write_png,
+                write_overlay=overlay,
+                write_nifti=cfg.write_nifti,
+                settings=settings,
+            ) as writer,
+            tqdm(total=n, unit="frame", desc="propagating") as bar,
+        ):
+            try:
+                for i, lab, _ in propagate(
+                    prop, src, {k: (mask, None)}, direction=direction, frame_source=reader
+                ):
+                    writer.write(i, lab, reader.frame(i) if overlay else None)
+                    propagated += 1
+                    bar.update(1)
+                    bar.set_postfix(fps=f"{bar.n / (time.perf_counter() - t0):.1f}")
+            finally:
+                reader.close()
+            rest = _not_propagated(n, k, direction)
+            if rest:
+                log.warning(
+                    "direction=%s from mask_frame=%d: frames %d..%d get empty masks.",
+                    direction,
+                    k,
+                    rest[0],
+                    rest[-1],
+                )
+                empty = np.zeros(src.size, np.uint8)
+                frames = reader(rest) if overlay else (None for _ in rest)
+                try:
+                    for i, frame in zip(rest, frames):
+                        writer.write(i, empty, frame)
+                        bar.update(1)
+                finally:
+                    reader.close()
+    elapsed = time.perf_counter() - t0
+    fps = n / max(elapsed, 1e-9)
+    log.info("%d frames in %.1fs (%.1f FPS), written to %s", n, elapsed, fps, out)
+    print(f"masks for {n} frames written to {out} ({fps:.1f} FPS)")
+    if weights == "untrained":
+        print(
+            "note: no checkpoint was given (ckpt=...), so these masks come from UNTRAINED weights."
+        )
+    return {"out": str(out), "frames": n, "fps": fps, "propagated": propagated}
+
+
+class FrameReader:
+    """``frame_source`` for :func:`~tcmn.inference.propagator.propagate` over a
+    :class:`~tcmn.inference.io.VideoSource`.
+
+    ``reader(indices)`` yields the frames (uint8 RGB ``[H, W, 3]``) of ``indices`` (consecutive,
+    increasing or decreasing), decoded ahead in a :func:`~tcmn.inference.io.prefetch` thread.
+    The frame handed out last stays available as :meth:`frame` for the overlay, so the source
+    is never read from two threads at once (a video capture is not thread-safe). Only one
+    read-ahead thread runs at a time: a new call, or :meth:`close`, stops the previous one.
+    """
+
+    def __init__(self, source):
+        self.source = source
+        self._last: tuple[int, object] | None = None
+        self._it = None
+
+    def __call__(self, indices: Iterable[int]) -> Iterator:
+        from tcmn.inference.io import prefetch
+
+        self.close()
+        idx = list(indices)
+        if not idx:
+            return iter(())
+        n = len(self.source)
+        step = 1 if len(idx) < 2 or idx[1] > idx[0] else -1
+        stop = idx[-1] + step
+        frames = self.source.iter(idx[0], stop if 0 <= stop < n else None, step)
+        self._it = prefetch(frames)
+        return self._gen(self._it)
+
+    def _gen(self, it) -> Iterator:
+        for i, frame in it:
+            self._last = (i, frame)
+            yield frame
+
+    def frame(self, index: int):
+        """The frame ``index``, which must be the one handed out last (uint8 ``[H, W, 3]``)."""
+        if self._last is None or self._last[0] != index:
+            raise RuntimeError(f"frame {index} is not the frame read last")
+        return self._last[1]
+
+    def close(self) -> None:
+        """Stop the read-ahead thread of the previous call (no-op when none runs)."""
+        if self._it is not None:
+            self._it.close()
+            self._it = None
+
+
+def resolve_direction(direction: str, mask_frame: int, n_frames: int) -> str:
+    """``auto`` -> ``forward`` from frame 0, ``backward`` from the last frame, else ``both``.
+
+    Args:
+        direction: ``auto``, ``forward``, ``backward`` or ``both``.
+        mask_frame: index of the frame whose mask is given.
+        n_frames: number of frames of the video.
+    Returns:
+        ``forward``, ``backward`` or ``both``.
+    Raises:
+        TCMNError: an unknown direction.
+    """
+    if direction not in DIRECTIONS:
+        raise TCMNError(
+            f"direction={direction}: not known; use one of {', '.join(DIRECTIONS)} "
+            "(conf/predict.yaml)."
+        )
+    if direction != "auto":
+        return direction
+    if mask_frame == 0:
+        return "forward"
+    return "backward" if mask_frame == n_frames - 1 else "both"
+
+
+def _not_propagated(n: int, k: int, direction: str) -> list[int]:
+    """Frames the chosen direction does not reach from frame ``k`` (they get empty masks)."""
+    if direction == "forward":
+        return list(range(k))
+    if direction == "backward":
+        return list(range(k + 1, n))
+    return []
+
+
+def _mask_frame(value, n: int, source) -> int:
+    """Check ``mask_frame`` against the video's ``n`` frames (user errors as TCMNError)."""
+    try:
+        k = int(value)
+    except (TypeError, ValueError):
+        raise TCMNError(
+            f"mask_frame={value}: not a frame index; pass mask_frame=N with 0 <= N < {n}."
+        ) from None
     if not 0 <= k < n:
         raise TCMNError(
-            f"{cfg.input}: mask_frame={k} is beyond the video ({n} frames, 0..{n - 1}); pass mask_frame=N within it."
+            f"{source}: mask_frame={k} is beyond the video ({n} frames, 0..{n - 1}); pass "
+            "mask_frame=N within it."
         )
-    mask = load_mask(cfg.mask, size=src.size, resize=bool(cfg.resize_mask), frame=k)
-    net = _network(cfg)
-    prop = Propagator(
-        net,
-        PropagatorConfig.from_dict(
-            {**OmegaConf.to_container(cfg.propagation), "device": cfg.device}
-        ),
-    )
-    direction = cfg.direction if cfg.direction != "auto" else ("forward" if k == 0 else "both")
-    if direction == "forward" and k > 0:
-        log.warning("direction=forward from mask_frame=%d: frames before it get empty masks.", k)
+    return k
 
-    def reader(indices):
-        step = 1 if len(indices) < 2 or indices[1] > indices[0] else -1
-        return (
-            f
-            for _, f in prefetch(
-                src.iter(
-                    indices[0], indices[-1] + step if 0 <= indices[-1] + step < n else None, step
-                )
+
+def check_output_folder(out: Path, inputs: Sequence[Path]) -> None:
+    """Refuse an output folder whose replacement would destroy data.
+
+    The outputs replace ``out`` as a whole (atomically), so ``out`` must not hold the inputs and,
+    when it exists and is not empty, must be the output of an earlier ``tcmn-predict`` (it has
+    our ``manifest.json``).
+
+    Args:
+        out: the output folder (absolute).
+        inputs: the input video / folder and the mask file.
+    Raises:
+        TCMNError: ``out`` is or holds one of ``inputs``, or is a non-empty folder of other files.
+    """
+    import json
+
+    from tcmn.inference.io import MANIFEST_FORMAT, MANIFEST_NAME
+
+    target = out.resolve()
+    for p in inputs:
+        p = Path(p).expanduser().absolute().resolve()
+        if p == target or target in p.parents:
+            raise TCMNError(
+                f"{out}: the output folder holds the input {p} and would replace it; choose an "
+                "output folder outside the inputs."
             )
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    try:
+        manifest = json.loads((out / MANIFEST_NAME).read_text())
+        ours = isinstance(manifest, dict) and manifest.get("format") == MANIFEST_FORMAT
+    except (OSError, ValueError):
+        ours = False
+    if not ours:
+        raise TCMNError(
+            f"{out}: the folder exists and holds other files (not an earlier tcmn-predict "
+            "output), and the outputs replace it as a whole; choose a new or empty output folder."
         )
-
-    settings = {
-        "input": str(cfg.input),
-        "mask": str(cfg.mask),
-        "mask_frame": k,
-        "ckpt": cfg.ckpt,
-        "direction": direction,
-        "propagation": prop.cfg.to_dict(),
-    }
-    written = set()
-    t0 = time.perf_counter()
-    with PredictionWriter(
-        out,
-        src,
-        write_png=cfg.write_png,
-        write_overlay=cfg.write_overlay,
-        write_nifti=cfg.write_nifti,
-        settings=settings,
-    ) as writer:
-        bar = tqdm(total=n, unit="frame", desc="propagating")
-        for i, lab, _ in propagate(
-            prop, src, {k: (mask, None)}, direction=direction, frame_source=reader
-        ):
-            writer.write(i, lab, src[i] if cfg.write_overlay else None)
-            written.add(i)
-            bar.update(1)
-            bar.set_postfix(fps=f"{len(written) / (time.perf_counter() - t0):.1f}")
-        if direction == "forward" and k > 0:
-            import numpy as np
-
-            for i in range(k):
-                writer.write(i, np.zeros(src.size, np.uint8), src[i] if cfg.write_overlay else None)
-                bar.update(1)
-        bar.close()
-    fps = n / (time.perf_counter() - t0)
-    log.info("%d frames in %.1fs (%.1f FPS), written to %s", n, time.perf_counter() - t0, fps, out)
-    print(f"masks for {n} frames written to {out} ({fps:.1f} FPS)")
-    return {"out": str(out), "frames": n, "fps": fps}
 
 
 def _network(cfg: DictConfig):
-    from tcmn.lit_module import load_module
+    """The network to propagate with and a word for the manifest (the checkpoint or untrained)."""
     from tcmn.models.network import TCMN
 
     if cfg.ckpt:
-        return load_module(cfg.ckpt).net
+        from tcmn.lit_module import load_module  # imports Lightning: only when needed
+
+        return load_module(cfg.ckpt).net, str(cfg.ckpt)
     log.warning(
         "no checkpoint given (ckpt=...): predictions come from UNTRAINED weights and will be "
         "meaningless; pass ckpt=PATH to a .ckpt written by tcmn-train."
     )
-    return TCMN(**OmegaConf.to_container(cfg.model.net, resolve=True))
+    return TCMN(**OmegaConf.to_container(cfg.model.net, resolve=True)), "untrained"
 
 
 @hydra.main(config_path=CONF_DIR, config_name="predict", version_base="1.3")
@@ -115,6 +293,7 @@ def _hydra_main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
+    """Entry point of ``tcmn-predict``."""
     setup_env()
     _hydra_main()
 

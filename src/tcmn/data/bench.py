@@ -96,3 +96,34 @@ def bench_data(
                     }
                 )
     return rows
+
+
+def training_batch(
+    data_dir: str | os.PathLike,
+    crop_size: int = 384,
+    batch_size: int = 8,
+    stage: str = "main",
+    synthetic: Mapping[str, Any] | None = None,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """One training batch of the ``stage`` loader on the synthetic set in ``data_dir``
+    (generated there when missing), for timing a training step on real-looking input.
+
+    Returns:
+        The batch dict of :mod:`tcmn.data.clips` (``frames`` float ``[B, T, 3, S, S]``,
+        ``masks``, ``labels``, ``valid`` ...), made in this process (no workers).
+    """
+    dm = VOSDataModule(
+        Path(data_dir),
+        train=["synthetic"],
+        stage=stage,
+        crop_size=crop_size,
+        batch_size=batch_size,
+        num_workers=0,
+        samples_per_epoch=batch_size,
+        synthetic=dict(synthetic or BENCH_SYNTHETIC),
+        seed=seed,
+    )
+    dm.prepare_data()
+    dm.setup("fit")
+    return next(iter(dm.train_dataloader()))

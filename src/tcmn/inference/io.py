@@ -697,11 +697,15 @@ def _read_mask_image(path: Path) -> np.ndarray:
 
     is_jpeg = _suffix(path) in (".jpg", ".jpeg")
     if not is_jpeg:
-        with Image.open(path) as im:
-            mode = im.mode
-            if mode in ("I", "I;16", "I;16B", "I;16L", "F"):  # numeric: checked by _label_map
-                return np.asarray(im)
-        return read_label_map(path)  # palette / grey / RGB with equal channels
+        try:
+            with Image.open(path) as im:
+                mode = im.mode
+                if mode in ("I", "I;16", "I;16B", "I;16L", "F"):  # numeric: checked by _label_map
+                    return np.asarray(im)
+        except OSError as e:
+            raise TCMNError(f"{path}: the mask cannot be read ({e}); re-export it as PNG.") from e
+        arr = read_label_map(path)  # palette / grey / RGB with equal channels
+        return arr if mode == "P" else _soft_binary(arr, path)
     # JPEG is lossy: grey (or colourless RGB) thresholded at half its maximum -> binary mask
     try:
         with Image.open(path) as im:
@@ -717,6 +721,31 @@ def _read_mask_image(path: Path) -> np.ndarray:
     grey = rgb.mean(axis=2)
     top = grey.max()
     return (grey > top / 2).astype(np.uint8) if top > 0 else np.zeros(grey.shape, np.uint8)
+
+
+def _soft_binary(arr: np.ndarray, path: Path) -> np.ndarray:
+    """A grey 0..255 binary mask with anti-aliased or compressed edges -> 0/1 (``> 127``).
+
+    Grey (non-palette) masks exported by drawing tools or re-saved from JPEG (CVC-ClinicDB has
+    138 such masks) hold 255 for the object and a few values in 1..254 at its edges; read as a
+    label map they would give dozens of objects. A uint8 mask is taken as such when its value
+    255 covers more pixels than all values 1..254 together; it is then thresholded at ``> 127``
+    (as the dataset converters do) with a warning. Anything else (a label map 0, 1, 2, ...; a
+    0/255 mask) is returned unchanged.
+    """
+    if arr.dtype != np.uint8 or arr.size == 0 or int(arr.max()) != 255:
+        return arr
+    n_full = int(np.count_nonzero(arr == 255))
+    n_mid = int(np.count_nonzero(arr)) - n_full
+    if n_mid == 0 or n_full <= n_mid:
+        return arr
+    log.warning(
+        "%s: read as a binary mask with soft edges (255 plus %d pixels of values 1..254), "
+        "thresholded at >127; to give several objects, store labels 1..k instead.",
+        path,
+        n_mid,
+    )
+    return (arr > 127).astype(np.uint8)
 
 
 def _select_frame(arr: np.ndarray, frame: int | None, path: Path, layout: str) -> np.ndarray:
@@ -755,7 +784,9 @@ def load_mask(
 ) -> np.ndarray:
     """Read a first-frame mask as a uint8 label map (0 background, k object k).
 
-    Formats: PNG/BMP/TIF (grey or palette: values kept as labels; RGB only with equal channels),
+    Formats: PNG/BMP/TIF (grey or palette: values kept as labels; RGB only with equal channels;
+    a grey 0/255 mask with soft edges, 255 covering most of the foreground, is thresholded at
+    ``> 127``),
     JPEG (lossy, so read as a binary mask thresholded at half its maximum), NIfTI (2-D, or a
     2-D+time sequence with ``frame`` choosing the frame, same axis convention as
     :func:`open_video`), MetaImage (``(T, H, W)``), NumPy ``.npy`` / ``.npz`` (first array;
