@@ -54,3 +54,9 @@ demo: install
 	@echo
 	@echo "checkpoints: $(DEMO)/pretrain/checkpoints, $(DEMO)/main/checkpoints"
 	@echo "tables + overlays: $(DEMO)/eval_test, $(DEMO)/eval_unseen (per_dataset.csv, overlays/*.png, summary.json)"
+
+# make results: the real-data benchmark of the README (CVC-ClinicDB 5-fold CV and variants,
+# EchoNet sample); hours on a 2-core CPU. Runs `make demo` first for the synthetic-trained model.
+results: install
+	[ -f $(DEMO)/main/checkpoints/last.ckpt ] || $(MAKE) demo
+	bash tools/results.sh

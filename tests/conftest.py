@@ -28,29 +28,14 @@ def real_data() -> Path:
 
 
 def compose_cfg(config_name: str, overrides: list[str], tmp_path: Path):
-    """Compose a config of conf/ with Hydra's compose API, as the CLI would, writing under tmp_path.
+    """Compose a config of conf/ as the CLI would, writing under tmp_path.
 
     ``paths.data_dir`` is shared by the whole test session (``TCMN_TEST_DATA``) so the synthetic
     dataset is generated once.
     """
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.core.hydra_config import HydraConfig
-    from omegaconf import open_dict
+    from tcmn.experiment import compose_config
 
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose(config_name, overrides=overrides, return_hydra_config=True)
-    with open_dict(cfg):
-        cfg.paths.root_dir = str(tmp_path)
-        cfg.paths.output_dir = str(tmp_path / "out")
-        cfg.paths.log_dir = str(tmp_path / "logs")
-        cfg.paths.data_dir = os.environ["TCMN_TEST_DATA"]
-        cfg.paths.work_dir = str(tmp_path)
-        cfg.hydra.runtime.output_dir = str(tmp_path / "out")
-        cfg.hydra.job.num = 0
-    HydraConfig().set_config(cfg)
-    return cfg
+    return compose_config(config_name, overrides, tmp_path, os.environ["TCMN_TEST_DATA"])
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -59,3 +44,25 @@ def _test_data_dir(tmp_path_factory):
     if "TCMN_TEST_DATA" not in os.environ:
         os.environ["TCMN_TEST_DATA"] = str(tmp_path_factory.mktemp("data"))
     return Path(os.environ["TCMN_TEST_DATA"])
+
+
+#: the data overrides of a tiny CPU run (64 px crops, batches of 2, no loader workers)
+TINY_DATA = [
+    "data.crop_size=64",
+    "data.batch_size=2",
+    "data.num_workers=0",
+    "data.samples_per_epoch=2",
+    "data.eval_size=64",
+    "data.max_eval_videos=1",
+]
+
+
+def small_synthetic(root: Path, n_videos: int, **splits) -> Path:
+    """A data folder ``root`` holding a small synthetic dataset (``n_videos`` videos of 6 frames,
+    64 px) and its splits (``splits``: :func:`tcmn.data.splits.make_splits` arguments)."""
+    from tcmn.data.splits import make_splits
+    from tcmn.data.synthetic import generate_synthetic
+
+    generate_synthetic(root / "synthetic", n_videos=n_videos, n_frames=6, size=(64, 64), seed=0)
+    make_splits(root / "synthetic", **splits)
+    return root

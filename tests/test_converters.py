@@ -357,7 +357,7 @@ def test_camus_is_deterministic_and_rejects_bad_labels(tmp_path):
         camus.convert(src, tmp_path / "c")
 
 
-def test_camus_to_uint8():
+def test_camus_intensities_to_uint8():
     v = np.array([[[0.0, 0.5], [1.0, 0.25]]])
     np.testing.assert_array_equal(camus.to_uint8(v), [[[0, 128], [255, 64]]])
     w = np.array([[[0, 17], [255, 3]]], np.int16)

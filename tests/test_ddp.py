@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import compose_cfg
+from conftest import compose_cfg, small_synthetic
 
 DATA = [
     "data.crop_size=64",
@@ -25,13 +25,7 @@ DATA = [
 @pytest.fixture(scope="module")
 def small_data(tmp_path_factory) -> Path:
     """A small synthetic dataset (10 videos of 6 frames, 64 px; 4 in the test / val part)."""
-    from tcmn.data.splits import make_splits
-    from tcmn.data.synthetic import generate_synthetic
-
-    root = tmp_path_factory.mktemp("small_data")
-    generate_synthetic(root / "synthetic", n_videos=10, n_frames=6, size=(64, 64), seed=0)
-    make_splits(root / "synthetic", holdout_classes=(), test_fraction=0.4)
-    return root
+    return small_synthetic(tmp_path_factory.mktemp("small_data"), 10, test_fraction=0.4)
 
 
 def test_eval_loader_is_sharded_by_rank_and_padding_is_deduplicated(small_data, monkeypatch):

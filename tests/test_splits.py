@@ -218,3 +218,12 @@ def test_synthetic_holdout_atrium(tmp_path):
     assert with_atrium and s["unseen"] == with_atrium
     assert len(s["train"]) + len(s["test"]) == 8 - len(with_atrium)
     check_splits(root, s)
+
+
+def test_writer_on_a_corrupt_meta_json_is_one_sentence(tmp_path):
+    (tmp_path / "meta.json").write_text("{not json")
+    with pytest.raises(TCMNError, match=r"meta\.json: not valid JSON .*convert again"):
+        LayoutWriter(tmp_path, "toy")
+    (tmp_path / "meta.json").write_text('{"videos": []}')
+    with pytest.raises(TCMNError, match=r"meta\.json: no 'videos' mapping"):
+        LayoutWriter(tmp_path, "toy")

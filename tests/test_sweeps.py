@@ -13,17 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import compose_cfg
+from conftest import TINY_DATA, compose_cfg, small_synthetic
 from omegaconf import OmegaConf
 
 TINY = [
     "model=tiny",
-    "data.crop_size=64",
-    "data.batch_size=2",
-    "data.num_workers=0",
-    "data.samples_per_epoch=2",
-    "data.eval_size=64",
-    "data.max_eval_videos=1",
+    *TINY_DATA,
     "trainer.max_steps=1",
     "trainer.log_every_n_steps=1",
     "extras.print_config=false",
@@ -33,13 +28,7 @@ TINY = [
 @pytest.fixture(scope="module")
 def small_data(tmp_path_factory) -> Path:
     """A data folder with a small synthetic dataset (8 videos of 6 frames, 64 px) for CLI runs."""
-    from tcmn.data.splits import make_splits
-    from tcmn.data.synthetic import generate_synthetic
-
-    root = tmp_path_factory.mktemp("small_data")
-    generate_synthetic(root / "synthetic", n_videos=8, n_frames=6, size=(64, 64), seed=0)
-    make_splits(root / "synthetic", holdout_classes=("atrium",))
-    return root
+    return small_synthetic(tmp_path_factory.mktemp("small_data"), 8, holdout_classes=("atrium",))
 
 
 def _env(tmp_path: Path, **extra: str) -> dict:
@@ -61,49 +50,10 @@ def _train_cli(args: list[str], env: dict, cwd: Path) -> subprocess.CompletedPro
 
 
 def _wandb_records(run_dir: Path) -> dict:
-    """Config, history, summary, run info and artifacts of an offline W&B run, read from its
-    ``run-<id>.wandb`` file (wandb 0.31 writes no files/config.yaml offline): a LevelDB-style log
-    of protobuf records (7-byte file header, 32 KiB blocks, 7-byte record headers)."""
-    from wandb.proto import wandb_internal_pb2 as pb
+    """Config, history, summary, run info and exit code of an offline W&B run."""
+    from tcmn.wandb_offline import read_offline_run
 
-    (path,) = run_dir.glob("run-*.wandb")
-    data = path.read_bytes()
-    assert data[:4] == b":W&B"
-    pos, block, chunks, buf = 7, 32768, [], b""
-    while pos + 7 <= len(data):
-        if block - pos % block < 7:
-            pos += block - pos % block
-            continue
-        length, kind = int.from_bytes(data[pos + 4 : pos + 6], "little"), data[pos + 6]
-        chunk = data[pos + 7 : pos + 7 + length]
-        pos += 7 + length
-        if kind == 1:
-            chunks.append(chunk)
-        elif kind == 2:
-            buf = chunk
-        elif kind in (3, 4):
-            buf += chunk
-            if kind == 4:
-                chunks.append(buf)
-
-    def items(updates) -> dict:
-        return {(i.key or "/".join(i.nested_key)): json.loads(i.value_json) for i in updates}
-
-    out = {"config": {}, "history": [], "summary": {}, "run": None, "exit": None}
-    for c in chunks:
-        r = pb.Record.FromString(c)
-        k = r.WhichOneof("record_type")
-        if k == "config":
-            out["config"].update(items(r.config.update))
-        elif k == "history":
-            out["history"].append(items(r.history.item))
-        elif k == "summary":
-            out["summary"].update(items(r.summary.update))
-        elif k == "run":
-            out["run"] = r.run
-        elif k == "exit":
-            out["exit"] = r.exit.exit_code
-    return out
+    return read_offline_run(run_dir)
 
 
 def _fake_pretrain_checkpoint(path: Path, marker: float) -> str:

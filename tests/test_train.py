@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import REPO, compose_cfg
+from conftest import REPO, TINY_DATA, compose_cfg
 
 from tcmn.experiment import run_eval, run_train
 
@@ -124,12 +124,7 @@ def test_every_experiment_composes_and_runs_fast_dev_run(experiment, tmp_path):
         "data.train=[{name: synthetic, weight: 1.0}]",
         "data.val=[synthetic]",
         "data.test=[synthetic]",
-        "data.crop_size=64",
-        "data.batch_size=2",
-        "data.num_workers=0",
-        "data.samples_per_epoch=2",
-        "data.eval_size=64",
-        "data.max_eval_videos=1",
+        *TINY_DATA,
         "data.synthetic={n_videos: 40, n_frames: 20, size: [128, 128], seed: 0, max_objects: 2, holdout_classes: [atrium]}",
         "model.net.pretrained=null",
         "trainer.accelerator=cpu",

@@ -342,7 +342,7 @@ def bench_accuracy(
         ``capacity``, ``mem_every``, ``J``, ``F``, ``Dice``, ``J&F``, ``n_videos``,
         ``ms_per_frame`` (None for the baseline).
     """
-    from tcmn.evaluation import copy_first_mask, numpy_item, predict_video
+    from tcmn.evaluation import copy_first_mask, metric_args, numpy_item, predict_video
     from tcmn.metrics import VOSMetric
 
     base = {**dict(propagation or {}), "device": device, "capacity_bytes": None}
@@ -360,14 +360,7 @@ def bench_accuracy(
         item = numpy_item(raw)
         if not item["given_frames"]:
             continue
-        args = dict(
-            gt=item["labels"],
-            annotated=item["annotated"],
-            objects=item["objects"],
-            video=item["video"],
-            dataset=item["dataset"],
-            given_frames=item["given_frames"],
-        )
+        args = metric_args(item)
         n_frames += len(item["labels"])
         for p, prop in props.items():
             t = time.perf_counter()

@@ -370,9 +370,10 @@ def _records(df) -> list[dict[str, Any]]:
 def report_lines(runs: Sequence[Run], root: Path) -> list[str]:
     """Human-readable lines: counts, then one line per failed or missing run."""
     counts = {s: sum(r.status == s for r in runs) for s in ("ok", "failed", "missing")}
+    scored = sum(r.status == "ok" and bool(r.rows) for r in runs)
     lines = [
-        f"{len(runs)} runs under {root}: {counts['ok']} ok, {counts['failed']} failed, "
-        f"{counts['missing']} missing"
+        f"{len(runs)} runs under {root}: {counts['ok']} ok ({scored} with test scores, the n of "
+        f"the tables), {counts['failed']} failed, {counts['missing']} missing"
     ]
     for r in runs:
         if r.status != "ok" or r.error:

@@ -144,3 +144,10 @@ def numpy_item(item: Mapping) -> dict:
     out["given_frames"] = {int(o): int(t) for o, t in out["given_frames"].items()}
     out["objects"] = {int(o): str(c) for o, c in out["objects"].items()}
     return out
+
+
+def metric_args(item: Mapping) -> dict:
+    """The keyword arguments of :meth:`tcmn.metrics.VOSMetric.update` besides the prediction,
+    taken from a (numpy) evaluation item."""
+    keys = ("labels", "annotated", "objects", "video", "dataset", "given_frames")
+    return {("gt" if k == "labels" else k): item[k] for k in keys}

@@ -72,6 +72,44 @@ def write_summary(output_dir: str | Path, summary: dict[str, Any]) -> Path:
     return path
 
 
+def compose_config(
+    config_name: str,
+    overrides: list[str] | None = None,
+    output_dir: str | Path = ".",
+    data_dir: str | Path | None = None,
+) -> DictConfig:
+    """Compose a config of ``conf/`` as the command line would, for use from Python (notebooks,
+    tests): the run writes into ``<output_dir>/out``, datasets are read from ``data_dir``
+    (default ``<output_dir>/data``).
+
+    Example::
+
+        cfg = compose_config("train", ["experiment=demo", "trainer.max_steps=50"], "runs/try")
+        summary = run_train(cfg)
+    """
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    from tcmn.cli._common import CONF_DIR
+
+    root = Path(output_dir).resolve()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose(config_name, overrides=list(overrides or []), return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.paths.root_dir = str(root)
+        cfg.paths.output_dir = str(root / "out")
+        cfg.paths.log_dir = str(root / "logs")
+        cfg.paths.data_dir = str(Path(data_dir).resolve()) if data_dir else str(root / "data")
+        cfg.paths.work_dir = str(root)
+        cfg.hydra.runtime.output_dir = str(root / "out")
+        cfg.hydra.job.num = 0
+    HydraConfig().set_config(cfg)
+    return cfg
+
+
 def checkpoint_paths(trainer: pl.Trainer) -> tuple[str | None, str | None]:
     """(best checkpoint by the monitored metric, latest checkpoint) of a trainer's callbacks."""
     from tcmn.callbacks import LastCheckpoint
@@ -234,6 +272,7 @@ def run_eval(cfg: DictConfig) -> dict[str, Any]:
         control_labels,
         copy_first_mask,
         given_masks,
+        metric_args,
         numpy_item,
         predict_video,
         restrict_classes,
@@ -277,14 +316,7 @@ def run_eval(cfg: DictConfig) -> dict[str, Any]:
         for c in CONTROLS if cfg.controls else ():
             wrong = given_masks(item, control_labels(item, c, cfg.seed))
             preds[f"control_{c}"] = predict_video(propagator, item, wrong)
-        args = dict(
-            gt=item["labels"],
-            annotated=item["annotated"],
-            objects=item["objects"],
-            video=item["video"],
-            dataset=item["dataset"],
-            given_frames=item["given_frames"],
-        )
+        args = metric_args(item)
         for m, p in preds.items():
             metrics[m].update(p, **args)
         for m in ("tcmn", "copy_first_mask"):

@@ -30,7 +30,7 @@ import torch
 from omegaconf import OmegaConf
 
 from tcmn.errors import TCMNError
-from tcmn.evaluation import copy_first_mask, numpy_item, predict_video
+from tcmn.evaluation import copy_first_mask, metric_args, numpy_item, predict_video
 from tcmn.inference.propagator import Propagator, PropagatorConfig
 from tcmn.losses import TCMNLoss
 from tcmn.metrics import VOSMetric
@@ -263,14 +263,7 @@ class TCMNModule(pl.LightningModule):
         item = numpy_item(item)
         pred = predict_video(self.propagator(), item)
         base = copy_first_mask(item)
-        args = dict(
-            gt=item["labels"],
-            annotated=item["annotated"],
-            objects=item["objects"],
-            video=item["video"],
-            dataset=item["dataset"],
-            given_frames=item["given_frames"],
-        )
+        args = metric_args(item)
         self.val_metric.update(pred, **args)
         self.val_baseline.update(base, **args)
         return {"pred": pred}

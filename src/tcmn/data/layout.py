@@ -438,7 +438,18 @@ class LayoutWriter:
         meta_path = self.root / META_NAME
         self._videos: dict[str, dict] = {}
         if meta_path.exists():
-            meta = json.loads(meta_path.read_text())
+            try:
+                meta = json.loads(meta_path.read_text())
+            except json.JSONDecodeError as e:
+                raise TCMNError(
+                    f"{meta_path}: not valid JSON ({e}); delete the folder (or choose another "
+                    "dst=) and convert again."
+                ) from e
+            if not isinstance(meta, dict) or not isinstance(meta.get("videos", {}), dict):
+                raise TCMNError(
+                    f"{meta_path}: no 'videos' mapping; delete the folder (or choose another "
+                    "dst=) and convert again."
+                )
             self._videos = dict(meta.get("videos", {}))
 
     def has_video(self, name: str) -> bool:

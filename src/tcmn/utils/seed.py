@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import random
 
-import cv2
 import numpy as np
 import torch
 
@@ -25,5 +24,3 @@ def seed_worker(worker_id: int) -> None:
     seed = torch.initial_seed() % 2**32
     random.seed(seed)
     np.random.seed(seed)
-    # one thread per worker: OpenCV's own pool would fight the training process for the cores
-    cv2.setNumThreads(1)

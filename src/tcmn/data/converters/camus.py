@@ -33,6 +33,7 @@ import numpy as np
 
 from tcmn.data.converters._common import Conversion, LazyMasks, log, progress, require_dir
 from tcmn.errors import TCMNError
+from tcmn.inference.io import to_uint8
 
 NAME = "camus"
 CLASSES = {1: "LV", 2: "MYO", 3: "LA"}
@@ -85,19 +86,6 @@ def read_volume(path: Path) -> tuple[np.ndarray, list[float] | None]:
         )
     spacing = [zooms[1], zooms[0]] if len(zooms) >= 2 and zooms[0] > 0 and zooms[1] > 0 else None
     return arr, spacing
-
-
-def to_uint8(volume: np.ndarray) -> np.ndarray:
-    """Intensities to uint8: kept when already whole numbers in 0..255, else min-max scaled."""
-    if volume.dtype == np.uint8:
-        return volume
-    v = np.asarray(volume, dtype=np.float64)
-    lo, hi = float(v.min()), float(v.max())
-    if lo >= 0 and hi <= 255 and np.array_equal(v, np.round(v)):
-        return v.astype(np.uint8)
-    if hi <= lo:
-        return np.zeros(v.shape, np.uint8)
-    return np.round((v - lo) * (255.0 / (hi - lo))).astype(np.uint8)
 
 
 def to_labels(gt: np.ndarray, path: Path) -> np.ndarray:
