@@ -393,6 +393,26 @@ def test_outlined_shape_and_cutout(still):
         assert mask.sum() > 0 and np.all(img[mask] == RED)  # the pasted square is red
 
 
+def test_invisible_shape_leaves_the_image_and_only_the_mask_says_where(still):
+    original = np.array(still.frames("img")[0])
+    ds = StaticClipDataset(
+        [(still, ["img"], 1.0)],
+        crop_size=(H, W),
+        samples=6,
+        deform=[],
+        augment=NO_AUG,
+        random_object_p=1.0,
+        random_object={"kinds": ["ellipse", "blob", "polygon"], "invisible_p": 1.0},
+    )
+    for i in range(6):
+        s = ds[i]
+        mask = s["labels"][0].numpy() == 1
+        assert 0 < mask.sum() < H * W
+        assert np.array_equal(to_uint8(s["frames"])[0], original)
+        red = np.all(original == RED, axis=-1)
+        assert not s["labels"][0].numpy()[red & ~mask].any()  # the labelled object: background
+
+
 def test_image_mask_pairs(tmp_path):
     root = tmp_path / "pairs"
     (root / "images").mkdir(parents=True)

@@ -4,14 +4,14 @@
 # wrong-first-mask controls; then tcmn-cv aggregates the folds of each variant, and the EchoNet
 # sample is evaluated with a CVC-trained and the synthetic-trained (make demo) model.
 # Re-running skips what exists (checkpoints, summaries).
-#   FOLDS="0 1 2 3 4" VARIANTS="tcmn no_ltc random_init" bash tools/results.sh
+#   FOLDS="0 1 2 3 4" VARIANTS="tcmn no_ltc random_init visible_objects" bash tools/results.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=.venv/bin
 OUT=${OUT:-logs/results}
 REAL=${REAL:-../shared/data/real}
 FOLDS=${FOLDS:-"0 1 2 3 4"}
-VARIANTS=${VARIANTS:-"tcmn no_ltc random_init"}
+VARIANTS=${VARIANTS:-"tcmn no_ltc random_init visible_objects"}
 # the objectness ablation (no random-shape pseudo-clips) on these folds only
 OBJECTNESS_FOLDS=${OBJECTNESS_FOLDS-0}
 export WANDB_MODE=${WANDB_MODE:-offline}
@@ -36,6 +36,7 @@ for fold in $FOLDS; do
       tcmn) run_fold tcmn $fold ;;
       no_ltc) run_fold no_ltc $fold model.loss.beta=0 ;;                # the paper's ablation "w/o L_tc"
       random_init) run_fold random_init $fold model.net.pretrained=null ;;  # no ImageNet weights
+      visible_objects) run_fold visible_objects $fold data.pseudo.random_object.invisible_p=0 ;;  # drawn random shapes
       *) echo "unknown variant $variant"; exit 2 ;;
     esac
   done
@@ -43,7 +44,7 @@ for fold in $FOLDS; do
     *" $fold "*) run_fold no_objectness $fold data.pseudo.random_object_p=0 ;;
   esac
 done
-for variant in $VARIANTS no_objectness; do
+for variant in tcmn no_ltc random_init visible_objects no_objectness; do
   [ -d $OUT/cvc/$variant ] && $BIN/tcmn-cv dir=$OUT/cvc/$variant
 done
 

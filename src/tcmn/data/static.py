@@ -19,7 +19,11 @@ object but a random one, so that the first-frame mask, not the class, says what 
 The three shapes are shown either filled with a texture taken from elsewhere in the same image
 (a shifted copy) whose intensity is moved by a random ``contrast`` (grey levels, away from
 saturation), or, with probability ``outline_p``, only by their outline (the mask is the filled
-shape). The random object is pasted into the static image before deformation, so every frame
+shape), or, with probability ``invisible_p``, not at all: the image is left as it is and only
+the mask says where the object is. Visible objects can be found frame by frame (a model learns
+"segment the pasted thing if there is one, else the polyp" and still ignores its memory: on
+CVC-ClinicDB J with an empty first mask equalled J with the true one); an invisible object can
+only be followed through the memory. The random object is pasted into the static image before deformation, so every frame
 deforms it consistently; the image's labelled objects become background.
 
 Sources are prepared datasets (annotated frames of the given training videos) and/or folders of
@@ -54,12 +58,14 @@ log = logging.getLogger(__name__)
 
 #: Defaults of the ``random_object`` setting of :class:`StaticClipDataset`.
 #: ``kinds``: weights of the kinds (a list means equal weights); ``outline_p``: probability that a
-#: shape is drawn only as its outline; ``size``: object diameter as a fraction of the image's
+#: shape is drawn only as its outline; ``invisible_p``: probability that a shape is not drawn at
+#: all (the mask alone defines it); ``size``: object diameter as a fraction of the image's
 #: short side; ``contrast``: range of the intensity shift of a shape's texture (grey levels);
 #: ``thickness``: outline thickness range in pixels.
 DEFAULT_RANDOM_OBJECT: dict[str, Any] = {
     "kinds": {"ellipse": 1.0, "blob": 1.0, "polygon": 1.0, "cutout": 1.0},
     "outline_p": 0.2,
+    "invisible_p": 0.0,
     "size": [0.15, 0.45],
     "contrast": [25, 70],
     "thickness": [1, 3],
@@ -399,6 +405,8 @@ class StaticClipDataset(Dataset):
                 return paste_cutout(img, other, other_lab == k, diameter, rng)
             kind = "ellipse"  # the other image shows no object: fall back to a shape
         mask = random_shape(kind, (h, w), diameter, rng)
+        if rng.random() < float(self.ro["invisible_p"]):
+            return img, mask
         outline = bool(rng.random() < float(self.ro["outline_p"]))
         thickness = self.ro["thickness"]
         return paint_shape(img, mask, rng, outline, self.ro["contrast"], thickness), mask
