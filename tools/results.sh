@@ -49,9 +49,9 @@ for variant in tcmn no_ltc random_init visible_objects no_objectness; do
 done
 
 # EchoNet-Dynamic sample (all 10 videos): ED mask given, ES scored: an unseen class and modality
-if [ -f $OUT/cvc/tcmn/fold_0/main/checkpoints/last.ckpt ]; then
+if [ -f $OUT/cvc/tcmn/fold_0/main/checkpoints/last.ckpt ] && [ ! -f $OUT/echonet/cvc_fold_0/summary.json ]; then
   $BIN/tcmn-eval data=echonet ckpt=$OUT/cvc/tcmn/fold_0/main/checkpoints/last.ckpt split=all data.eval_size=112 controls=true hydra.run.dir=$OUT/echonet/cvc_fold_0
 fi
-if [ -f logs/demo/main/checkpoints/last.ckpt ]; then
+if [ -f logs/demo/main/checkpoints/last.ckpt ] && [ ! -f $OUT/echonet/synthetic_demo/summary.json ]; then
   $BIN/tcmn-eval data=echonet ckpt=logs/demo/main/checkpoints/last.ckpt split=all data.eval_size=112 controls=true hydra.run.dir=$OUT/echonet/synthetic_demo
 fi
