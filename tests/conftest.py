@@ -66,3 +66,14 @@ def small_synthetic(root: Path, n_videos: int, **splits) -> Path:
     generate_synthetic(root / "synthetic", n_videos=n_videos, n_frames=6, size=(64, 64), seed=0)
     make_splits(root / "synthetic", **splits)
     return root
+
+
+def assert_tool_check_passes(script: str) -> None:
+    """``python tools/<script> --check`` exits 0 (a generated file is up to date)."""
+    import subprocess
+    import sys
+
+    check = subprocess.run(
+        [sys.executable, str(REPO / "tools" / script), "--check"], capture_output=True, text=True
+    )
+    assert check.returncode == 0, check.stdout + check.stderr

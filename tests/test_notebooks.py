@@ -4,11 +4,10 @@ bottom (quickstart, then results on the quickstart's outputs) at tiny settings."
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import nbformat
+from conftest import assert_tool_check_passes
 from nbclient import NotebookClient
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -16,12 +15,7 @@ NOTEBOOKS = ROOT / "notebooks"
 
 
 def test_notebooks_are_generated_and_committed_without_outputs():
-    check = subprocess.run(
-        [sys.executable, str(ROOT / "tools" / "make_notebooks.py"), "--check"],
-        capture_output=True,
-        text=True,
-    )
-    assert check.returncode == 0, check.stdout + check.stderr
+    assert_tool_check_passes("make_notebooks.py")
     for path in sorted(NOTEBOOKS.glob("*.ipynb")):
         nb = nbformat.read(path, as_version=4)
         code = [c for c in nb.cells if c.cell_type == "code"]

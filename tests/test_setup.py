@@ -4,11 +4,10 @@ running what the Makefile runs."""
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import yaml
+from conftest import assert_tool_check_passes
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -29,12 +28,7 @@ def test_every_dependency_is_pinned_exactly_with_the_required_torch():
 
 
 def test_environment_yml_is_generated_from_the_lock():
-    check = subprocess.run(
-        [sys.executable, str(ROOT / "tools" / "gen_environment.py"), "--check"],
-        capture_output=True,
-        text=True,
-    )
-    assert check.returncode == 0, check.stdout + check.stderr
+    assert_tool_check_passes("gen_environment.py")
     env = yaml.safe_load((ROOT / "environment.yml").read_text())
     pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
     assert set(_lines(ROOT / "requirements.lock")) <= set(pip)
