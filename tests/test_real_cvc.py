@@ -11,10 +11,11 @@ from tcmn.data.converters import cvc_clinicdb
 from tcmn.data.splits import load_splits, make_splits, select
 from tcmn.experiment import compose_config, run_eval, run_train
 
+EVAL_SIZE = "data.eval_size=128"
 SIZE = [
     "data.crop_size=[96,128]",
     "data.augment.long_side=128",
-    "data.eval_size=128",
+    EVAL_SIZE,
     "model.propagation.size=128",
 ]
 
@@ -44,7 +45,7 @@ def test_short_cvc_fold_beats_the_copy_first_mask_baseline(real_data, tmp_path):
     ]
     main = run_train(compose_config("train", overrides, tmp_path / "main", data))
     evaluation = ["data=cvc", f"ckpt={main['last_ckpt']}", "fold=0", "split=test", "n_overlays=0"]
-    summary = run_eval(compose_config("eval", [*evaluation, *SIZE[2:3]], tmp_path / "eval", data))
+    summary = run_eval(compose_config("eval", [*evaluation, EVAL_SIZE], tmp_path / "eval", data))
     j, base = summary["methods"]["tcmn"]["J"], summary["methods"]["copy_first_mask"]["J"]
     print(
         f"\nshort CVC fold 0: J {j:.3f} vs copy-first-mask {base:.3f} on {summary['n_videos']} sequences"

@@ -16,6 +16,8 @@ import torch
 from conftest import TINY_DATA, compose_cfg, small_synthetic
 from omegaconf import OmegaConf
 
+from tcmn.wandb_offline import read_offline_run
+
 TINY = [
     "model=tiny",
     *TINY_DATA,
@@ -47,13 +49,6 @@ def _train_cli(args: list[str], env: dict, cwd: Path) -> subprocess.CompletedPro
         text=True,
         timeout=600,
     )
-
-
-def _wandb_records(run_dir: Path) -> dict:
-    """Config, history, summary, run info and exit code of an offline W&B run."""
-    from tcmn.wandb_offline import read_offline_run
-
-    return read_offline_run(run_dir)
 
 
 def _fake_pretrain_checkpoint(path: Path, marker: float) -> str:
@@ -113,7 +108,7 @@ def test_grid_sweep_continues_after_a_failed_job_and_reports_it(tmp_path, small_
     runs = {}
     for n in range(4):
         (run_dir,) = (sweep / str(n) / "wandb").glob("offline-run-*")
-        runs[n] = _wandb_records(run_dir)
+        runs[n] = read_offline_run(run_dir)
     ids = {r["run"].run_id for r in runs.values()}
     assert len(ids) == 4
     groups = {r["run"].run_group for r in runs.values()}

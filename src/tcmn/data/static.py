@@ -23,8 +23,9 @@ shape), or, with probability ``invisible_p``, not at all: the image is left as i
 the mask says where the object is. Visible objects can be found frame by frame (a model learns
 "segment the pasted thing if there is one, else the polyp" and still ignores its memory: on
 CVC-ClinicDB J with an empty first mask equalled J with the true one); an invisible object can
-only be followed through the memory. The random object is pasted into the static image before deformation, so every frame
-deforms it consistently; the image's labelled objects become background.
+only be followed through the memory. The random object is pasted into the static image before
+deformation, so every frame deforms it consistently; the image's labelled objects become
+background.
 
 Sources are prepared datasets (annotated frames of the given training videos) and/or folders of
 image/mask pairs (:class:`ImageMaskPairs`).
