@@ -118,6 +118,13 @@ def test_write_cv_files_list_failed_and_missing_runs(tmp_path):
     assert "failed: 3 [data.fold=3]: loss became nan" in md
     assert "missing: ? [data.fold=5]: the job never started" in md
     assert "copy_first_mask J" in md
+    # each run's own scores: fold 1's dataset mean J (0.7 + 0.5) / 2, F and Dice, copy J, no
+    # mask dependence in a train summary
+    assert "| 1 | 1 | 0 | 60.00 | 70.00 | 65.00 | 25.00 | - |" in md
+    runs = pd.read_csv(out / "cv_per_run.csv")
+    j_a = runs[(runs["name"] == "a") & (runs["method"] == "tcmn") & (runs["metric"] == "J")]
+    assert dict(zip(j_a["fold"], j_a["value"], strict=True)) == pytest.approx(FOLD_J)
+    assert len(on_disk["per_run"]) == len(runs)
 
 
 def test_one_run_has_no_std_and_eval_summaries_are_read(tmp_path):
@@ -132,7 +139,13 @@ def test_one_run_has_no_std_and_eval_summaries_are_read(tmp_path):
         "per_class": [{"method": "tcmn", "class": "polyp", "J": 0.5}],
         "mask_dependence": {"a": 0.4, "class/polyp": 0.3},
     }
-    _job(tmp_path, 0, ["ckpt=x"], ev)
+    d = _job(tmp_path, 0, ["ckpt=x", "fold=2"], ev)
+    # tcmn-eval's fold is its own top-level key; its data.fold stays null
+    (d / ".hydra" / "config.yaml").write_text(
+        OmegaConf.to_yaml({"fold": 2, "data": {"fold": None}})
+    )
+    (run,) = find_runs(tmp_path)
+    assert (run.kind, run.fold) == ("eval", 2)
     agg = aggregate(find_runs(tmp_path)).set_index(["level", "name", "method", "metric"])
     assert agg.loc[("dataset", "a", "tcmn", "F"), "mean"] == pytest.approx(0.4)
     assert math.isnan(agg.loc[("dataset", "a", "tcmn", "F"), "std"])

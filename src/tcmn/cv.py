@@ -13,8 +13,8 @@ data.leave_out=...``, ``tcmn-eval -m ...``) holds one sub-folder per job, each w
   for every method (the model ``tcmn``, the ``copy_first_mask`` baseline, the controls of
   ``tcmn-eval``) and metric (J, F, Dice, J&F; ``mask_dependence`` J), the way nnU-Net summarises
   its folds: per-run means first, then their mean and spread.
-* :func:`write_cv` writes ``cv_per_dataset.csv``, ``cv_per_class.csv``, ``cv_summary.md`` and
-  ``cv_summary.json`` (which also lists the failed and missing runs); ``tcmn-cv`` calls it.
+* :func:`write_cv` writes ``cv_per_dataset.csv``, ``cv_per_class.csv``, ``cv_per_run.csv`` (each
+  run's own scores, for paired comparisons), ``cv_summary.md`` and ``cv_summary.json`` (which also lists the failed and missing runs); ``tcmn-cv`` calls it.
 * :class:`SweepReport` is a Hydra callback: at the end of every multirun it logs which jobs failed
   or are missing, writes the tables, and exits with status 1 when a job failed (grid sweeps).
 * :func:`bootstrap_schedule` is the Optuna custom search space of the bootstrapped-CE schedule.
@@ -44,7 +44,15 @@ MASK_DEPENDENCE = "mask_dependence"
 METRICS = ("J", "F", "Dice", "J&F")
 LEVELS = ("dataset", "class")
 STD_NOTE = "sample standard deviation over runs (ddof=1); NaN when a value comes from one run"
-OUTPUT_FILES = ("cv_per_dataset.csv", "cv_per_class.csv", "cv_summary.md", "cv_summary.json")
+OUTPUT_FILES = (
+    "cv_per_dataset.csv",
+    "cv_per_class.csv",
+    "cv_per_run.csv",
+    "cv_summary.md",
+    "cv_summary.json",
+)
+# the columns of the per-run Markdown table (dataset mean of each run)
+RUN_COLUMNS = (*((MODEL, k) for k in ("J", "F", "Dice")), (BASELINE, "J"), (MASK_DEPENDENCE, "J"))
 
 
 @dataclass
@@ -182,6 +190,11 @@ def summary_rows(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
+def _first_set(*values: Any) -> Any:
+    """The first value that is not None (None when all are)."""
+    return next((v for v in values if v is not None), None)
+
+
 def read_run(folder: str | Path) -> Run:
     """The :class:`Run` of one job folder (``summary.json`` and ``.hydra/`` inside)."""
     folder = Path(folder)
@@ -202,8 +215,9 @@ def read_run(folder: str | Path) -> Run:
     if not isinstance(config, dict):
         config = _read_yaml(folder / ".hydra" / "config.yaml") or {}
     data = config.get("data") if isinstance(config.get("data"), dict) else {}
-    fold = summary.get("fold", data.get("fold", config.get("fold")))
-    seed = summary.get("seed", config.get("seed"))
+    # tcmn-train sets data.fold, tcmn-eval its own top-level fold (its data.fold stays null)
+    fold = _first_set(summary.get("fold"), data.get("fold"), config.get("fold"))
+    seed = _first_set(summary.get("seed"), config.get("seed"))
     # a summary without a status (another command's) is not a failure
     status = "ok" if summary.get("status", "ok") == "ok" else "failed"
     kind = "eval" if "methods" in summary else ("train" if status == "ok" else None)
@@ -360,6 +374,54 @@ def markdown_table(agg, level: str) -> str:
     return "\n".join(lines)
 
 
+def per_run(runs: Sequence[Run], root: Path):
+    """Every score of every ``ok`` run with test scores, one row each (the folds side by side,
+    for paired comparisons between variants).
+
+    Returns:
+        a pandas DataFrame with columns ``run, fold, seed, level, name, method, metric, value``
+        (``run`` is the job folder relative to ``root``; values are fractions in [0, 1]).
+    """
+    import pandas as pd
+
+    recs = [
+        {"run": _rel(r.path, root), "fold": r.fold, "seed": r.seed, **row}
+        for r in runs
+        if r.status == "ok"
+        for row in r.rows
+    ]
+    cols = ["run", "fold", "seed", "level", "name", "method", "metric", "value"]
+    return pd.DataFrame(recs, columns=cols)
+
+
+def per_run_markdown(table) -> str:
+    """The dataset mean of each run (``name == "mean"``, else its one dataset) as a Markdown
+    table in percent: J, F, Dice of the model, the copy-first-mask J and the mask dependence J."""
+    if table.empty:
+        return ""
+    lines = [
+        "| run | fold | seed | " + " | ".join(f"{m} {k}" for m, k in RUN_COLUMNS) + " |",
+        "|" + "---|" * (3 + len(RUN_COLUMNS)),
+    ]
+    for run, sub in table[table["level"] == "dataset"].groupby("run", sort=False):
+        names = set(sub["name"])
+        sub = sub[sub["name"] == ("mean" if "mean" in names else sorted(names)[0])]
+        value = {(m, k): v for m, k, v in zip(sub["method"], sub["metric"], sub["value"])}
+        first = sub.iloc[0]
+        cells = [
+            run,
+            *("-" if _missing(first[c]) else str(int(first[c])) for c in ("fold", "seed")),
+        ]
+        cells += [_pm(value.get(c, math.nan), math.nan) for c in RUN_COLUMNS]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _missing(value: Any) -> bool:
+    """None or NaN (a fold / seed a run does not name)."""
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
 def _records(df) -> list[dict[str, Any]]:
     return [
         {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in r.items()}
@@ -388,8 +450,8 @@ def write_cv(
     """Collect the runs under ``root``, aggregate them and write the tables.
 
     Writes (atomically) ``cv_per_dataset.csv`` and ``cv_per_class.csv`` (long form: group keys,
-    name, method, metric, mean, std, n), ``cv_summary.md`` (Markdown tables in percent, the run
-    list) and ``cv_summary.json`` (everything, failed and missing runs listed) into ``out_dir``
+    name, method, metric, mean, std, n), ``cv_per_run.csv`` (:func:`per_run`), ``cv_summary.md``
+    (Markdown tables in percent, one row per run, the run list) and ``cv_summary.json`` (everything, failed and missing runs listed) into ``out_dir``
     (default ``root``).
 
     Returns:
@@ -413,6 +475,9 @@ def write_cv(
         tables[level] = t
         with atomic_write(out / f"cv_per_{level}.csv", "w") as f:
             t.to_csv(f, index=False)
+    runs_table = per_run(runs, root)
+    with atomic_write(out / "cv_per_run.csv", "w") as f:
+        runs_table.to_csv(f, index=False)
     md = [f"# Cross-validation summary of `{root}`", "", f"mean ± std in % ({STD_NOTE}).", ""]
     group_by = list(group_by)
     groups = [((), agg)] if not group_by else list(agg.groupby(group_by, sort=False, dropna=False))
@@ -427,6 +492,9 @@ def write_cv(
             text = markdown_table(sub, level)
             if text:
                 md += [f"**per {level}**", "", text, ""]
+    text = per_run_markdown(runs_table)
+    if text:
+        md += ["## Per run", "", "dataset mean of each run with test scores, in %.", "", text, ""]
     md += ["## Runs", "", "```", *report_lines(runs, root), "```", ""]
     summary = {
         "dir": str(root),
@@ -438,6 +506,7 @@ def write_cv(
         "missing": [r.describe(root) for r in runs if r.status == "missing"],
         "per_dataset": _records(tables["dataset"]),
         "per_class": _records(tables["class"]),
+        "per_run": _records(runs_table),
     }
     atomic_write_text(out / "cv_summary.md", "\n".join(md))
     atomic_write_text(out / "cv_summary.json", json.dumps(summary, indent=1, default=str) + "\n")

@@ -6,9 +6,9 @@ Examples::
     tcmn-cv dir=logs/... out=results/cv group_by=[model.loss.beta]
 
 Reads every job's ``summary.json`` under ``dir`` (``tcmn-train`` and ``tcmn-eval`` runs) and
-writes ``cv_per_dataset.csv``, ``cv_per_class.csv``, ``cv_summary.md`` and ``cv_summary.json``
-into ``out`` (default ``dir``); failed and missing runs are listed, never skipped silently. The
-logic is :func:`tcmn.cv.write_cv`.
+writes ``cv_per_dataset.csv``, ``cv_per_class.csv``, ``cv_per_run.csv``, ``cv_summary.md`` and
+``cv_summary.json`` into ``out`` (default ``dir``); failed and missing runs are listed, never
+skipped silently. The logic is :func:`tcmn.cv.write_cv`.
 """
 
 from __future__ import annotations
@@ -64,7 +64,9 @@ def cv(argv: list[str]) -> dict:
     summary = write_cv(args.dir, args.out, args.group_by)
     out = Path(args.out or args.dir)
     print((out / "cv_summary.md").read_text())
-    print(f"tables written to {out} (cv_per_dataset.csv, cv_per_class.csv, cv_summary.json)")
+    print(
+        f"tables written to {out} (cv_per_dataset.csv, cv_per_class.csv, cv_per_run.csv, cv_summary.json)"
+    )
     return summary
 
 
