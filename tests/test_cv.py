@@ -146,7 +146,7 @@ def test_one_run_has_no_std_and_eval_summaries_are_read(tmp_path):
     )
     (run,) = find_runs(tmp_path)
     assert (run.kind, run.fold) == ("eval", 2)
-    agg = aggregate(find_runs(tmp_path)).set_index(["level", "name", "method", "metric"])
+    agg = aggregate([run]).set_index(["level", "name", "method", "metric"])
     assert agg.loc[("dataset", "a", "tcmn", "F"), "mean"] == pytest.approx(0.4)
     assert math.isnan(agg.loc[("dataset", "a", "tcmn", "F"), "std"])
     assert agg.loc[("dataset", "a", "control_empty", "J"), "mean"] == pytest.approx(0.1)

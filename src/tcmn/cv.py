@@ -14,7 +14,8 @@ data.leave_out=...``, ``tcmn-eval -m ...``) holds one sub-folder per job, each w
   ``tcmn-eval``) and metric (J, F, Dice, J&F; ``mask_dependence`` J), the way nnU-Net summarises
   its folds: per-run means first, then their mean and spread.
 * :func:`write_cv` writes ``cv_per_dataset.csv``, ``cv_per_class.csv``, ``cv_per_run.csv`` (each
-  run's own scores, for paired comparisons), ``cv_summary.md`` and ``cv_summary.json`` (which also lists the failed and missing runs); ``tcmn-cv`` calls it.
+  run's own scores, for paired comparisons), ``cv_summary.md`` and ``cv_summary.json`` (which
+  also lists the failed and missing runs); ``tcmn-cv`` calls it.
 * :class:`SweepReport` is a Hydra callback: at the end of every multirun it logs which jobs failed
   or are missing, writes the tables, and exits with status 1 when a job failed (grid sweeps).
 * :func:`bootstrap_schedule` is the Optuna custom search space of the bootstrapped-CE schedule.
@@ -397,6 +398,8 @@ def per_run(runs: Sequence[Run], root: Path):
 def per_run_markdown(table) -> str:
     """The dataset mean of each run (``name == "mean"``, else its one dataset) as a Markdown
     table in percent: J, F, Dice of the model, the copy-first-mask J and the mask dependence J."""
+    import pandas as pd
+
     if table.empty:
         return ""
     lines = [
@@ -410,16 +413,11 @@ def per_run_markdown(table) -> str:
         first = sub.iloc[0]
         cells = [
             run,
-            *("-" if _missing(first[c]) else str(int(first[c])) for c in ("fold", "seed")),
+            *("-" if pd.isna(first[c]) else str(int(first[c])) for c in ("fold", "seed")),
         ]
         cells += [_pm(value.get(c, math.nan), math.nan) for c in RUN_COLUMNS]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
-
-
-def _missing(value: Any) -> bool:
-    """None or NaN (a fold / seed a run does not name)."""
-    return value is None or (isinstance(value, float) and math.isnan(value))
 
 
 def _records(df) -> list[dict[str, Any]]:
@@ -451,8 +449,8 @@ def write_cv(
 
     Writes (atomically) ``cv_per_dataset.csv`` and ``cv_per_class.csv`` (long form: group keys,
     name, method, metric, mean, std, n), ``cv_per_run.csv`` (:func:`per_run`), ``cv_summary.md``
-    (Markdown tables in percent, one row per run, the run list) and ``cv_summary.json`` (everything, failed and missing runs listed) into ``out_dir``
-    (default ``root``).
+    (Markdown tables in percent, one row per run, the run list) and ``cv_summary.json``
+    (everything, failed and missing runs listed) into ``out_dir`` (default ``root``).
 
     Returns:
         the content of ``cv_summary.json``.

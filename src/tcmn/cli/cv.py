@@ -58,15 +58,13 @@ def cv(argv: list[str]) -> dict:
     """Run ``tcmn-cv`` on ``argv``; print the Markdown summary; return the JSON summary."""
     from pathlib import Path
 
-    from tcmn.cv import write_cv
+    from tcmn.cv import OUTPUT_FILES, write_cv
 
     args = parse_args(argv)
     summary = write_cv(args.dir, args.out, args.group_by)
     out = Path(args.out or args.dir)
     print((out / "cv_summary.md").read_text())
-    print(
-        f"tables written to {out} (cv_per_dataset.csv, cv_per_class.csv, cv_per_run.csv, cv_summary.json)"
-    )
+    print(f"tables written to {out} ({', '.join(OUTPUT_FILES)})")
     return summary
 
 
