@@ -48,7 +48,7 @@ def _train_summary(fold: int, j: float) -> dict:
     }
 
 
-def _job(root: Path, num: int, overrides: list[str], summary: dict | None) -> Path:
+def _job(root: Path, num: int | str, overrides: list[str], summary: dict | None) -> Path:
     d = root / str(num)
     (d / ".hydra").mkdir(parents=True)
     (d / ".hydra" / "overrides.yaml").write_text(OmegaConf.to_yaml(overrides))
@@ -236,3 +236,174 @@ def test_bootstrap_schedule_search_space_is_ordered():
         study.tell(trial, 0.0)
     with pytest.raises(TCMNError, match="positive max_steps"):
         bootstrap_schedule(OmegaConf.create({"trainer": {"max_steps": -1}}), study.ask())
+
+
+# --------------------------------------------------------------------------------------------
+# paired comparison of two variant folders (tcmn-cv dir=A compare=B)
+# --------------------------------------------------------------------------------------------
+
+# (fold, seed) -> dataset-mean J of the model in variant B; A = B + the Δ below
+PAIR_KEYS = [(0, 0), (0, 1), (1, 0), (1, 1), (2, 0), (2, 1)]
+B_J = 0.5
+DELTA_J = [0.01, 0.02, 0.03, 0.04, 0.05, 0.06]  # all positive: exact two-sided p = 2/2**6
+DELTA_F = [-0.02, 0.01, 0.03, -0.04, 0.05, 0.06]  # ranks 2 and 4 negative: p = 2 * 14/64
+
+
+def _eval_summary(j: float, f: float, dice: float, copy_j: float, dep: float) -> dict:
+    """A run_eval summary whose ``mean`` dataset row has the given values (dataset ``a`` differs,
+    so reading the wrong row changes every number)."""
+    rows = []
+    for name, shift in (("a", 0.2), ("mean", 0.0)):
+        rows += [
+            {"method": "tcmn", "dataset": name, "J": j - shift, "F": f - shift, "Dice": dice},
+            {"method": "copy_first_mask", "dataset": name, "J": copy_j - shift, "F": 0.1},
+            {"method": "control_empty", "dataset": name, "J": 0.05, "F": 0.05, "Dice": 0.05},
+        ]
+    return {
+        "status": "ok",
+        "methods": {"tcmn": {"J": j}},
+        "per_dataset": rows,
+        "per_class": [],
+        "mask_dependence": {"a": dep - 0.3, "mean": dep},
+    }
+
+
+def _eval_job(root: Path, name: str, fold: int, seed: int | None, summary: dict | None) -> Path:
+    """A tcmn-eval run folder: fold and seed in .hydra/config.yaml (its data.fold stays null)."""
+    d = _job(root, name, [f"fold={fold}", f"seed={seed}"], summary)
+    config = {"fold": fold, "data": {"fold": None}} | ({} if seed is None else {"seed": seed})
+    (d / ".hydra" / "config.yaml").write_text(OmegaConf.to_yaml(config))
+    return d
+
+
+def _variants(tmp_path: Path) -> tuple[Path, Path]:
+    """Variant A and B over 3 folds x 2 seeds; A also has fold 3 (unpaired), B a failed run."""
+    a, b = tmp_path / "tcmn", tmp_path / "no_ltc"
+    for (fold, seed), dj, df in zip(PAIR_KEYS, DELTA_J, DELTA_F, strict=True):
+        job = f"fold_{fold}_seed_{seed}"
+        _eval_job(b, job, fold, seed, _eval_summary(B_J, 0.4, 0.7, 0.2, 0.1))
+        _eval_job(a, job, fold, seed, _eval_summary(B_J + dj, 0.4 + df, 0.7, 0.2, 0.3))
+    _eval_job(a, "fold_3_seed_0", 3, 0, _eval_summary(0.9, 0.9, 0.9, 0.2, 0.3))
+    _eval_job(b, "fold_3_seed_0", 3, 0, {"status": "failed", "error": "out of memory"})
+    return a, b
+
+
+def test_paired_deltas_mean_std_signs_and_wilcoxon(tmp_path):
+    from tcmn.paired import paired_comparison
+
+    a, b = _variants(tmp_path)
+    res = paired_comparison(a, b)
+    assert [ra.key for ra, _ in res.pairs] == PAIR_KEYS
+    assert [rb.run for _, rb in res.pairs] == [f"fold_{f}_seed_{s}" for f, s in PAIR_KEYS]
+    # the dataset "mean" row, never dataset "a" (0.2 lower)
+    assert [ra.values["J"] - rb.values["J"] for ra, rb in res.pairs] == pytest.approx(DELTA_J)
+    assert [ra.values["F"] - rb.values["F"] for ra, rb in res.pairs] == pytest.approx(DELTA_F)
+    ra, rb = res.pairs[0]
+    assert ra.values["mask_dependence J"] == pytest.approx(0.3)
+    assert rb.values["mask_dependence J"] == pytest.approx(0.1)
+    assert ra.values["copy_first_mask J"] == pytest.approx(0.2)
+    s = {row["metric"]: row for row in res.summary}
+    # J: mean 0.035, sample std sqrt(17.5e-4 / 5); 6 of 6 positive; exact p = 2 / 64
+    assert s["J"]["mean"] == pytest.approx(0.035)
+    assert s["J"]["std"] == pytest.approx(0.018708287)
+    assert (s["J"]["n"], s["J"]["positive"], s["J"]["negative"]) == (6, 6, 0)
+    assert s["J"]["p"] == pytest.approx(0.03125)
+    assert (s["J"]["test"], s["J"]["min_p"]) == ("exact", pytest.approx(0.03125))
+    # F: mean 0.015, sample std sqrt(77.5e-4 / 5); R- = 2 + 4 = 6, P(T <= 6) = 14 / 64
+    assert s["F"]["mean"] == pytest.approx(0.015)
+    assert s["F"]["std"] == pytest.approx(0.039370039)
+    assert (s["F"]["positive"], s["F"]["negative"]) == (4, 2)
+    assert s["F"]["p"] == pytest.approx(0.4375)
+    # Dice identical in A and B: Δ 0, std 0, no test
+    assert (s["Dice"]["mean"], s["Dice"]["std"], s["Dice"]["zero"]) == (0.0, 0.0, 6)
+    assert math.isnan(s["Dice"]["p"]) and "all differences zero" in s["Dice"]["test"]
+    # fold 3: scored in A only (B's run failed) -> unpaired, not in the n of 6
+    assert res.unpaired == [
+        {"folder": "A", "dir": str(a), "run": "fold_3_seed_0", "fold": 3, "seed": 0}
+    ]
+    assert [(x["folder"], x["run"], x["status"]) for x in res.skipped] == [
+        ("B", "fold_3_seed_0", "failed")
+    ]
+
+
+def test_wilcoxon_small_samples_ties_and_min_p():
+    from tcmn.paired import delta_summary, min_p, wilcoxon_p
+
+    assert min_p(5) == 0.0625 and min_p(6) == 0.03125 and math.isnan(min_p(0))
+    # ties |0.01| = |-0.01| (ranks 1.5, 1.5, 3, 4; R- = 1.5): 3 of 16 sign patterns as extreme
+    p, test = wilcoxon_p([0.01, -0.01, 0.02, 0.03])
+    assert (p, test) == (pytest.approx(0.375), "permutation")
+    # roundoff in A - B does not break a tie: 0.7 - 0.6 and 0.8 - 0.7 differ in the last bit
+    assert wilcoxon_p([0.7 - 0.6, 0.8 - 0.7, 0.3])[1] == "permutation"
+    one = delta_summary("J", [0.05])
+    assert one["n"] == 1 and math.isnan(one["std"]) and math.isnan(one["p"])
+    assert one["min_p"] == 1.0 and "fewer than 2" in one["test"]
+    # a metric missing in a run (NaN Δ) is left out of its n
+    assert delta_summary("F", [0.01, math.nan, 0.02])["n"] == 2
+
+
+def test_paired_duplicate_key_and_no_pair_fail_with_one_sentence(tmp_path):
+    from tcmn.paired import paired_comparison
+
+    a, b = _variants(tmp_path)
+    _eval_job(a, "rerun", 1, 0, _eval_summary(0.6, 0.5, 0.7, 0.2, 0.3))
+    with pytest.raises(TCMNError, match="rerun.*both have fold=1 seed=0") as e:
+        paired_comparison(a, b)
+    assert str(a / "fold_1_seed_0") in str(e.value)
+    c, d = tmp_path / "c", tmp_path / "d"
+    _eval_job(c, "0", 0, 0, _eval_summary(0.6, 0.5, 0.7, 0.2, 0.3))
+    _eval_job(d, "0", 1, 0, _eval_summary(0.6, 0.5, 0.7, 0.2, 0.3))
+    with pytest.raises(TCMNError, match="no fold and seed has a scored run in both") as e:
+        paired_comparison(c, d)
+    assert str(c) in str(e.value) and str(d) in str(e.value) and "compare=" in str(e.value)
+    with pytest.raises(TCMNError, match="no such folder; pass as variant B"):
+        paired_comparison(c, tmp_path / "nope")
+
+
+def test_paired_seed_none_is_a_key_value(tmp_path):
+    from tcmn.paired import paired_comparison
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    for fold, dj in ((0, 0.1), (1, -0.3)):
+        _eval_job(a, f"f{fold}", fold, None, _eval_summary(0.5 + dj, 0.4, 0.7, 0.2, 0.3))
+        _eval_job(b, f"f{fold}", fold, None, _eval_summary(0.5, 0.4, 0.7, 0.2, 0.3))
+    _eval_job(a, "f0_seed0", 0, 0, _eval_summary(0.9, 0.9, 0.9, 0.2, 0.3))  # (0, 0) != (0, None)
+    res = paired_comparison(a, b, metrics=["J"])
+    assert [ra.key for ra, _ in res.pairs] == [(0, None), (1, None)]
+    assert [(u["run"], u["fold"], u["seed"]) for u in res.unpaired] == [("f0_seed0", 0, 0)]
+    (j,) = res.summary
+    # Δ 0.1 and -0.3: mean -0.1, std sqrt(2 * 0.2**2 / 1) = 0.2828; ranks 1+, 2-: p = 2 * 2/4 = 1
+    assert (j["mean"], j["std"]) == (pytest.approx(-0.1), pytest.approx(0.28284271))
+    assert (j["positive"], j["negative"], j["p"], j["min_p"]) == (1, 1, 1.0, 0.5)
+    with pytest.raises(TCMNError, match="metrics=.*of"):
+        paired_comparison(a, b, metrics=["IoU"])
+
+
+def test_cli_compare_writes_paired_files(tmp_path, capsys):
+    from tcmn.cv import OUTPUT_FILES
+    from tcmn.paired import PAIRED_FILES
+
+    a, b = _variants(tmp_path)
+    out = tmp_path / "out"
+    summary = cv([f"dir={a}", f"compare={b}", f"out={out}"])
+    for name in (*OUTPUT_FILES, *PAIRED_FILES):
+        assert (out / name).is_file(), name
+    paired = summary["paired"]
+    assert paired["n_pairs"] == 6 and paired["delta"] == "A - B"
+    assert json.loads((out / "paired_summary.json").read_text()) == paired
+    dice = next(s for s in paired["summary"] if s["metric"] == "Dice")
+    assert dice["p"] is None and dice["min_p"] is None  # NaN -> null
+    runs = pd.read_csv(out / "paired_per_run.csv")
+    assert list(runs.columns) == ["fold", "seed", "run_a", "run_b", "metric", "a", "b", "delta"]
+    assert len(runs) == 6 * 5  # J, F, Dice, copy-first-mask J, mask dependence J
+    j = runs[runs["metric"] == "J"]
+    assert list(zip(j["fold"], j["seed"], strict=True)) == PAIR_KEYS
+    assert list(j["delta"]) == pytest.approx(DELTA_J)
+    table = pd.read_csv(out / "paired_summary.csv").set_index("metric")
+    assert table.loc["J", "positive"] == 6 and table.loc["J", "p"] == pytest.approx(0.03125)
+    md = capsys.readouterr().out
+    assert f"`{a}` (A) and `{b}` (B)" in md and "Δ = A − B" in md
+    assert "| J | +3.50 ± 1.87 | 6 / 6 | 0 | 0 | 0.03125 | exact | 0.03125 |" in md
+    assert "| 0 | 1 | fold_0_seed_1 | fold_0_seed_1 | 52.00 | 50.00 | +2.00 |" in md
+    assert "A: fold_3_seed_0 (fold 3, seed 0)" in md and "B: fold_3_seed_0 (failed)" in md
+    assert "paired comparison written to" in md

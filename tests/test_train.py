@@ -302,3 +302,38 @@ def test_eval_writes_tables_that_match_a_direct_computation(tmp_path):
         direct = frame_scores(pred, item["labels"], oid, scored)
         assert r["J"] == pytest.approx(float(np.mean(direct["J"])), abs=1e-6)
         assert r["Dice"] == pytest.approx(float(np.mean(direct["Dice"])), abs=1e-6)
+
+
+def test_eval_summary_has_the_memory_diagnostics_of_every_video(tmp_path):
+    from hydra.utils import instantiate
+
+    from tcmn.diagnostics import mean_statistics
+    from tcmn.evaluation import numpy_item, predict_video, video_diagnostics
+    from tcmn.inference.propagator import Propagator
+    from tcmn.lit_module import load_module
+
+    train, _ = _run(tmp_path, "train", ["test=false", "trainer.check_val_every_n_epoch=100"])
+    cfg = compose_cfg(
+        "eval",
+        [f"ckpt={train['last_ckpt']}", "data.eval_size=64", "data.max_eval_videos=2"],
+        tmp_path / "eval",
+    )
+    run_eval(cfg)
+    diag = json.loads((Path(cfg.paths.output_dir) / "summary.json").read_text())["diagnostics"]
+    assert diag["n_videos"] == 2
+    # recomputed directly: propagate each video, then read its memory bank
+    module = load_module(train["last_ckpt"])
+    dm = instantiate(cfg.data, _convert_="all", test_part="test", num_workers=0, max_eval_videos=2)
+    dm.prepare_data()
+    dm.setup("test")
+    rows = []
+    for item in dm.test_dataloader():
+        item = numpy_item(item)
+        prop = Propagator(module.net, module.propagation)
+        predict_video(prop, item)
+        rows.append(video_diagnostics(prop, item, module.criterion.eps))
+        assert rows[-1]["memory_frames"] >= 3
+    direct = mean_statistics(rows)
+    for k in ("d12", "d23", "d13", "value_norm", "tc_term", "mask_signal"):
+        assert np.isfinite(diag[k]) and diag[k] == pytest.approx(direct[k], rel=1e-5), k
+    assert diag["mask_signal"] > 0

@@ -1,17 +1,31 @@
 #!/usr/bin/env bash
 # `make results`: the real-data results of the README (a benchmark, not a test: hours on a
-# 2-core CPU). For each fold and variant: pretrain -> main -> one-shot evaluation with the
-# wrong-first-mask controls; then tcmn-cv aggregates the folds of each variant, and the EchoNet
-# sample is evaluated with a CVC-trained and the synthetic-trained (make demo) model.
-# Re-running skips what exists (checkpoints, summaries).
-#   FOLDS="0 1 2 3 4" VARIANTS="tcmn no_ltc random_init visible_objects" bash tools/results.sh
+# 2-core CPU). For each fold, seed and variant: pretrain -> main -> one-shot evaluation with the
+# wrong-first-mask controls; then tcmn-cv aggregates the folds of each variant, compares each
+# variant with beta = 0 pair by pair (same fold, seed, initial weights and clips), and the
+# EchoNet sample is evaluated with a CVC-trained and the synthetic-trained (make demo) model.
+#
+# Re-running skips what is finished. Each finished evaluation's summary.json (numbers only, no
+# image) is also kept under results/ (tracked by git), and a run whose kept summary exists is
+# skipped: a later session resumes where an earlier one stopped.
+#
+#   FOLDS="0 1 2 3 4" SEEDS="0 1" VARIANTS="tcmn no_ltc" bash tools/results.sh
+# The screening of the L_tc formulations (README, "The temporal contrastive loss"): shorter main
+# stage, two folds, every formulation against beta = 0 from the same beta = 0 pretraining:
+#   GROUP=screen FOLDS="1 0" VARIANTS="no_ltc paper eps8 eps8_dq centred_dq head_dq" \
+#     MAIN_EXTRA="trainer.max_steps=300 model.loss.start_warm=60 model.loss.end_warm=200" \
+#     bash tools/results.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=.venv/bin
 OUT=${OUT:-logs/results}
+KEEP=${KEEP:-results}
+GROUP=${GROUP:-cvc}
 REAL=${REAL:-../shared/data/real}
 FOLDS=${FOLDS:-"0 1 2 3 4"}
+SEEDS=${SEEDS:-0}
 VARIANTS=${VARIANTS:-"tcmn no_ltc random_init visible_objects"}
+MAIN_EXTRA=${MAIN_EXTRA:-}
 # the objectness ablation (no random-shape pseudo-clips) on these folds only
 OBJECTNESS_FOLDS=${OBJECTNESS_FOLDS-0}
 export WANDB_MODE=${WANDB_MODE:-offline}
@@ -22,32 +36,75 @@ common="extras.print_config=false ${EXTRA:-}"
 [ -f data/cvc_clinicdb/splits.json ] || $BIN/tcmn-prepare dataset=cvc_clinicdb src="$REAL/cvc_clinicdb"
 [ -f data/echonet/splits.json ] || $BIN/tcmn-prepare dataset=echonet src="$REAL/echonet_dynamic_sample"
 
-run_fold() {  # variant fold extra-overrides...
-  local variant=$1 fold=$2; shift 2
-  local d=$OUT/cvc/$variant/fold_$fold
-  [ -f $d/pretrain/checkpoints/last.ckpt ] || $BIN/tcmn-train experiment=cpu_cvc_pretrain data.fold=$fold "$@" hydra.run.dir=$d/pretrain $common
-  [ -f $d/main/checkpoints/last.ckpt ] || $BIN/tcmn-train experiment=cpu_cvc data.fold=$fold "$@" init_from=$d/pretrain/checkpoints/last.ckpt hydra.run.dir=$d/main $common
-  [ -f $d/eval/summary.json ] || $BIN/tcmn-eval data=cvc ckpt=$d/main/checkpoints/last.ckpt fold=$fold split=test data.eval_size=192 controls=true hydra.run.dir=$d/eval ${EVAL_EXTRA:-}
+run_name() {  # fold seed -> fold_<k> (seed 0) or fold_<k>_seed_<s>
+  if [ "$2" = 0 ]; then echo "fold_$1"; else echo "fold_$1_seed_$2"; fi
+}
+
+pretrain() {  # kind fold seed overrides... -> prints the checkpoint; kinds share one pretraining
+  local kind=$1 fold=$2 seed=$3; shift 3
+  local d=$OUT/cvc/pretrain_$kind/$(run_name $fold $seed)
+  [ -f $d/checkpoints/last.ckpt ] || $BIN/tcmn-train experiment=cpu_cvc_pretrain data.fold=$fold seed=$seed "$@" hydra.run.dir=$d $common >&2
+  echo $d/checkpoints/last.ckpt
+}
+
+run_fold() {  # variant fold seed pretrain-kind pretrain-overrides | main-overrides...
+  local variant=$1 fold=$2 seed=$3 kind=$4; shift 4
+  local name; name=$(run_name $fold $seed)
+  local d=$OUT/$GROUP/$variant/$name keep=$KEEP/$GROUP/$variant/$name
+  local pt=() main=() seen_bar=0
+  for a in "$@"; do
+    if [ "$a" = "|" ]; then seen_bar=1; elif [ $seen_bar = 0 ]; then pt+=("$a"); else main+=("$a"); fi
+  done
+  if [ -f $keep/summary.json ]; then echo "skip $GROUP/$variant/$name (kept in $keep)"; return; fi
+  local init; init=$(pretrain $kind $fold $seed "${pt[@]}")
+  # shellcheck disable=SC2086
+  [ -f $d/main/checkpoints/last.ckpt ] || $BIN/tcmn-train experiment=cpu_cvc data.fold=$fold seed=$seed "${main[@]}" $MAIN_EXTRA init_from=$init hydra.run.dir=$d/main $common
+  [ -f $d/eval/summary.json ] || $BIN/tcmn-eval data=cvc ckpt=$d/main/checkpoints/last.ckpt fold=$fold seed=$seed split=test data.eval_size=192 controls=true hydra.run.dir=$d/eval ${EVAL_EXTRA:-}
+  mkdir -p $keep && cp $d/eval/summary.json $keep/summary.json
+}
+
+# variant -> pretraining kind, its overrides | the main stage's overrides
+run_variant() {  # variant fold seed
+  local v=$1 f=$2 s=$3
+  case $v in
+    # the recipe's formulation (experiment=cpu_cvc as it stands)
+    tcmn) run_fold tcmn $f $s recipe "|" ;;
+    # the paper's ablation "w/o L_tc" (beta = 0 in both stages)
+    no_ltc) run_fold no_ltc $f $s beta0 model.loss.beta=0 "|" model.loss.beta=0 ;;
+    # eq. 1 exactly (raw values, eps 1e-3, beta 0.1) in both stages: the previous recipe
+    paper_both) run_fold paper_both $f $s paper model.loss.tc_on=values model.loss.eps=1e-3 model.loss.beta=0.1 model.loss.beta_pretrain=null model.loss.tc_detach_query=false "|" model.loss.tc_on=values model.loss.eps=1e-3 model.loss.beta=0.1 model.loss.tc_detach_query=false ;;
+    # main-stage formulations, all from the beta = 0 pretraining
+    paper) run_fold paper $f $s beta0 model.loss.beta=0 "|" model.loss.tc_on=values model.loss.eps=1e-3 model.loss.tc_detach_query=false ;;
+    eps8) run_fold eps8 $f $s beta0 model.loss.beta=0 "|" model.loss.tc_on=values model.loss.eps=1e-8 model.loss.tc_detach_query=false ;;
+    eps8_dq) run_fold eps8_dq $f $s beta0 model.loss.beta=0 "|" model.loss.tc_on=values model.loss.eps=1e-8 model.loss.tc_detach_query=true ;;
+    centred_dq) run_fold centred_dq $f $s beta0 model.loss.beta=0 "|" model.loss.tc_on=centred model.loss.eps=1e-8 model.loss.tc_detach_query=true ;;
+    head_dq) run_fold head_dq $f $s beta0 model.loss.beta=0 "|" model.loss.tc_on=head model.loss.eps=1e-3 model.loss.tc_detach_query=true ;;
+    random_init) run_fold random_init $f $s random_init model.net.pretrained=null "|" model.net.pretrained=null ;;  # no ImageNet weights
+    visible_objects) run_fold visible_objects $f $s visible data.pseudo.random_object.invisible_p=0 "|" data.pseudo.random_object.invisible_p=0 ;;
+    no_objectness) run_fold no_objectness $f $s no_objectness data.pseudo.random_object_p=0 "|" data.pseudo.random_object_p=0 ;;
+    *) echo "unknown variant $v"; exit 2 ;;
+  esac
 }
 
 for fold in $FOLDS; do
-  for variant in $VARIANTS; do
-    case $variant in
-      tcmn) run_fold tcmn $fold ;;
-      no_ltc) run_fold no_ltc $fold model.loss.beta=0 ;;                # the paper's ablation "w/o L_tc"
-      random_init) run_fold random_init $fold model.net.pretrained=null ;;  # no ImageNet weights
-      visible_objects) run_fold visible_objects $fold data.pseudo.random_object.invisible_p=0 ;;  # drawn random shapes
-      *) echo "unknown variant $variant"; exit 2 ;;
+  for seed in $SEEDS; do
+    for variant in $VARIANTS; do run_variant $variant $fold $seed; done
+    case " $OBJECTNESS_FOLDS " in
+      *" $fold "*) [ "$GROUP" = cvc ] && run_variant no_objectness $fold $seed ;;
     esac
   done
-  case " $OBJECTNESS_FOLDS " in
-    *" $fold "*) run_fold no_objectness $fold data.pseudo.random_object_p=0 ;;
-  esac
-done
-for variant in tcmn no_ltc random_init visible_objects no_objectness; do
-  [ -d $OUT/cvc/$variant ] && $BIN/tcmn-cv dir=$OUT/cvc/$variant
 done
 
+# tables: each variant's folds, and each variant paired against beta = 0
+for vdir in $KEEP/$GROUP/*/; do
+  v=$(basename $vdir)
+  $BIN/tcmn-cv dir=$vdir > /dev/null
+  if [ "$v" != no_ltc ] && [ -d $KEEP/$GROUP/no_ltc ]; then
+    $BIN/tcmn-cv dir=$vdir compare=$KEEP/$GROUP/no_ltc out=$KEEP/$GROUP/$v > /dev/null || true
+  fi
+done
+
+[ "$GROUP" = cvc ] || exit 0
 # EchoNet-Dynamic sample (all 10 videos): ED mask given, ES scored: an unseen class and modality
 if [ -f $OUT/cvc/tcmn/fold_0/main/checkpoints/last.ckpt ] && [ ! -f $OUT/echonet/cvc_fold_0/summary.json ]; then
   $BIN/tcmn-eval data=echonet ckpt=$OUT/cvc/tcmn/fold_0/main/checkpoints/last.ckpt split=all data.eval_size=112 controls=true hydra.run.dir=$OUT/echonet/cvc_fold_0

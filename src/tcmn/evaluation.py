@@ -18,6 +18,7 @@ from collections.abc import Mapping
 import cv2
 import numpy as np
 
+from tcmn.diagnostics import relative_change, value_statistics
 from tcmn.inference.propagator import Propagator, propagate
 
 CONTROLS = ("empty", "flip", "shift")
@@ -59,6 +60,32 @@ def predict_video(
     for i, lab, _ in propagate(propagator, item["frames"], given, out_size=(h, w)):
         out[i] = lab
     return out
+
+
+def video_diagnostics(propagator: Propagator, item: Mapping, eps: float = 1e-3) -> dict:
+    """The value diagnostics (:mod:`tcmn.diagnostics`) of one propagated video.
+
+    Call it right after :func:`predict_video` with the true given masks: eq. 1's distances are
+    those of the values in ``propagator``'s memory bank (the given frame, then every
+    ``mem_every``-th predicted frame, in frame order), and the mask signal compares the given
+    frame's value with its true mask and with an empty one.
+
+    Returns:
+        ``{d12, d23, d13, value_norm, tc_term, collapsed, n, mask_signal, memory_frames}``.
+    """
+    import torch
+
+    mem = propagator.memory
+    order = np.argsort(mem.frame_ids, kind="stable")
+    values = mem.values[:, :, :, torch.as_tensor(order, dtype=torch.long)]  # [1, O, C, T, h, w]
+    stats = value_statistics(values.permute(0, 3, 1, 2, 4, 5), None, eps)
+    stats["memory_frames"] = int(len(order))
+    t0, (mask, ids) = min(given_masks(item).items())
+    frame = np.asarray(item["frames"][t0])
+    v_true = propagator.value_of(frame, mask, ids)
+    v_empty = propagator.value_of(frame, np.zeros_like(mask), ids)
+    stats["mask_signal"] = relative_change(v_true, v_empty)
+    return stats
 
 
 def copy_first_mask(item: Mapping) -> np.ndarray:

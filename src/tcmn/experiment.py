@@ -267,6 +267,7 @@ def run_eval(cfg: DictConfig) -> dict[str, Any]:
     import pandas as pd
     from tqdm import tqdm
 
+    from tcmn.diagnostics import format_statistics, mean_statistics
     from tcmn.evaluation import (
         CONTROLS,
         control_labels,
@@ -276,6 +277,7 @@ def run_eval(cfg: DictConfig) -> dict[str, Any]:
         numpy_item,
         predict_video,
         restrict_classes,
+        video_diagnostics,
     )
     from tcmn.inference.propagator import Propagator
     from tcmn.lit_module import load_module
@@ -306,6 +308,7 @@ def run_eval(cfg: DictConfig) -> dict[str, Any]:
     )
     metrics = {m: VOSMetric(**vocab) for m in methods}
     frame_rows: list[dict] = []
+    diag_rows: list[dict] = []
     overlay_dir = out_dir / "overlays"
     n_done = 0
     for item in tqdm(dm.test_dataloader(), desc=f"eval {cfg.split}", unit="video"):
@@ -313,6 +316,7 @@ def run_eval(cfg: DictConfig) -> dict[str, Any]:
         if not item["given_frames"]:
             continue
         preds = {"tcmn": predict_video(propagator, item), "copy_first_mask": copy_first_mask(item)}
+        diag_rows.append(video_diagnostics(propagator, item, module.criterion.eps))
         for c in CONTROLS if cfg.controls else ():
             wrong = given_masks(item, control_labels(item, c, cfg.seed))
             preds[f"control_{c}"] = predict_video(propagator, item, wrong)
@@ -369,10 +373,14 @@ def run_eval(cfg: DictConfig) -> dict[str, Any]:
         "status": "ok",
         "ckpt": str(cfg.ckpt),
         "split": cfg.split,
+        "fold": cfg.get("fold"),
+        "seed": cfg.get("seed"),
         "classes": list(cfg.classes) if cfg.get("classes") else None,
         "n_videos": n_done,
         "propagation": prop_cfg,
         "methods": {m: r.summary for m, r in results.items()},
+        # eq. 1's distances of the memory values, value norm, mask signal (tcmn.diagnostics)
+        "diagnostics": mean_statistics(diag_rows),
         "per_dataset": tables["per_dataset"].to_dict(orient="records"),
         "per_class": tables["per_class"].to_dict(orient="records"),
     }
@@ -380,6 +388,7 @@ def run_eval(cfg: DictConfig) -> dict[str, Any]:
         summary["mask_dependence"] = mask_dependence(results)
     write_summary(out_dir, summary)
     print(format_table(tables["per_dataset"], summary.get("mask_dependence")))
+    print(format_statistics(summary["diagnostics"]))
     print(f"\ntables, overlays and summary.json written to {out_dir}")
     if cfg.get("wandb"):
         log_eval_to_wandb(cfg, summary, tables, overlay_dir)

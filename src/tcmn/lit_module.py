@@ -1,9 +1,9 @@
 """``TCMNModule``: the LightningModule for both training stages and for validation.
 
-Training step (both stages, DESIGN.md section 1): a clip of T frames (3 in the paper); frame 1 and
-its ground-truth masks go into memory, frame 2 is segmented from memory {1}, its *predicted*
-soft masks are encoded as its value, frame 3 is segmented from memory {1, 2}, and frame 3's value
-is encoded too, for ``L_tc`` on (v1, v2, v3). Bootstrapped CE is applied to frames 2..T.
+Training step (both stages; the paper's section 2 and Fig. 1): a clip of T frames (3 in the
+paper); frame 1 and its ground-truth masks go into memory, frame 2 is segmented from memory {1},
+its *predicted* soft masks are encoded as its value, frame 3 is segmented from memory {1, 2}, and
+frame 3's value is encoded too, for ``L_tc`` on (v1, v2, v3). Bootstrapped CE is applied to frames 2..T.
 
 The predicted masks are kept in the graph by default (``detach_pred_masks: false``, as in STCN):
 frame 3's loss then also trains how frame 2 was segmented and encoded, and ``L_tc``'s gradient
@@ -29,6 +29,7 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import OmegaConf
 
+from tcmn.diagnostics import collapse_message, mask_signal, value_statistics
 from tcmn.errors import TCMNError
 from tcmn.evaluation import copy_first_mask, metric_args, numpy_item, predict_video
 from tcmn.inference.propagator import Propagator, PropagatorConfig
@@ -60,7 +61,9 @@ class TCMNModule(pl.LightningModule):
 
     Args:
         net: keyword arguments of :class:`TCMN` (plain dict; stored in the checkpoint).
-        loss: keyword arguments of :class:`TCMNLoss` (alpha, beta, eps, start_warm, end_warm, top_p).
+        loss: keyword arguments of :class:`TCMNLoss` (alpha, beta, eps, start_warm, end_warm,
+            top_p, and the ``L_tc`` variants tc_on, tc_detach_query, beta_pretrain, beta_warmup,
+            head_dim).
         optimizer: ``{name: adam|adamw, lr, weight_decay, betas}``.
         scheduler: ``None`` or ``{name: multistep, milestones, gamma}`` /
             ``{name: cosine, t_max, eta_min}`` / ``{name: poly, power, total_steps}`` (per step).
@@ -70,6 +73,8 @@ class TCMNModule(pl.LightningModule):
         propagation: :class:`PropagatorConfig` fields used by validation / test.
         channels_last: run the network channels-last.
         init_from: checkpoint of a previous stage whose network weights start this run.
+        diag_every: log the value diagnostics (:mod:`tcmn.diagnostics`) every this many training
+            steps (0: never).
     """
 
     def __init__(
@@ -84,6 +89,7 @@ class TCMNModule(pl.LightningModule):
         propagation: Mapping | None = None,
         channels_last: bool = False,
         init_from: str | None = None,
+        diag_every: int = 25,
     ):
         super().__init__()
         net, loss, optimizer = _plain(net or {}), _plain(loss or {}), _plain(optimizer or {})
@@ -102,12 +108,14 @@ class TCMNModule(pl.LightningModule):
                 propagation=propagation,
                 channels_last=channels_last,
                 init_from=init_from,
+                diag_every=diag_every,
             )
         )
         self.net = TCMN(**net)
         if channels_last:
             self.net.to_channels_last(True)
-        self.criterion = TCMNLoss(**loss)
+        self.criterion = TCMNLoss(**{"value_dim": self.net.value_dim, **loss, "stage": stage})
+        self._collapse_warned = False
         self.propagation = PropagatorConfig.from_dict(propagation)
         if init_from:
             self.load_network_weights(init_from)
@@ -155,9 +163,11 @@ class TCMNModule(pl.LightningModule):
             batch["valid"],
             detach_masks=self.hparams.detach_pred_masks,
             last_value=True,
+            tc_detach_query=self.criterion.tc_detach_query,
         )
+        values = out.tc_values if out.tc_values is not None else out.values
         res = self.criterion(
-            out.logits, batch["labels"][:, 1:], out.values, batch["valid"], self.global_step
+            out.logits, batch["labels"][:, 1:], values, batch["valid"], self.global_step
         )
         return out, res
 
@@ -165,7 +175,7 @@ class TCMNModule(pl.LightningModule):
         self._t_batch = time.perf_counter()
 
     def training_step(self, batch: Mapping, batch_idx: int) -> torch.Tensor:
-        _, res = self(batch)
+        out, res = self(batch)
         if not torch.isfinite(res.loss):
             from tcmn.experiment import checkpoint_paths
 
@@ -181,7 +191,32 @@ class TCMNModule(pl.LightningModule):
         self.log("train/loss_bce", res.loss_bce, batch_size=b)
         self.log("train/loss_tc", res.loss_tc, batch_size=b)
         self.log("train/p", res.p, batch_size=b)
+        self.log("train/beta", res.beta, batch_size=b)
+        every = self.hparams.get("diag_every", 0)
+        if every and self.global_step % every == 0:
+            self.log_diagnostics(batch, out.values)
         return res.loss
+
+    def log_diagnostics(self, batch: Mapping, values: torch.Tensor) -> dict:
+        """Log eq. 1's distances, the value norm and the mask signal of this batch under
+        ``diag/`` (:mod:`tcmn.diagnostics`); warn once when the values have collapsed."""
+        stats = value_statistics(values.detach(), batch["valid"], self.criterion.eps)
+        stats["mask_signal"] = mask_signal(
+            self.net, batch["frames"][:, 0], batch["masks"][:, 0], batch["valid"]
+        )
+        metrics = {
+            f"diag/{k}": float(stats[k])
+            for k in ("d12", "d23", "d13", "value_norm", "tc_term", "mask_signal")
+            if _finite(stats[k])
+        }
+        metrics["diag/collapsed"] = float(stats["collapsed"])
+        # straight to the loggers: self.log would drop steps off trainer.log_every_n_steps
+        for logger in self.loggers:
+            logger.log_metrics(metrics, step=self.global_step)
+        if stats["collapsed"] and not self._collapse_warned:
+            self._collapse_warned = True
+            log.warning(collapse_message(stats, self.global_step, self.criterion.eps))
+        return stats
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         if self._t_batch is not None:

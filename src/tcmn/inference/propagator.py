@@ -192,6 +192,20 @@ class Propagator:
             out = F.interpolate(out, size=out_size, mode="bilinear", align_corners=False)
         return out[0].float().cpu()
 
+    @torch.inference_mode()
+    def value_of(self, frame: np.ndarray, mask: np.ndarray, ids: Sequence[int]) -> torch.Tensor:
+        """The memory value the model encodes for ``frame`` with the objects ``ids`` of the label
+        map ``mask`` (zeros for an id absent from it), without touching the memory.
+
+        Returns ``[1, len(ids), value_dim, h, w]`` float32 (at the processing size / 16).
+        """
+        x, pad = pad_divisible(self._frame_tensor(frame))
+        proc = (x.shape[-2] - pad[2] - pad[3], x.shape[-1] - pad[0] - pad[1])
+        m, _ = pad_divisible(self._mask_onehot(mask, ids, proc))
+        with self._autocast():
+            qf = self.model.encode_key(x)
+            return self.model.encode_value(x, qf.f16, m.to(x.dtype)).float()
+
     def _segment(self, qf) -> torch.Tensor:
         """Read the memory and decode: ``[1, O+1, h, w]`` probabilities over background + objects.
 

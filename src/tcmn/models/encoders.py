@@ -105,10 +105,10 @@ class ValueEncoder(nn.Module):
         """``[B, O, H, W] -> [B, O, H, W]``: for each object, the union (clamped sum) of the others."""
         return (masks.sum(dim=1, keepdim=True) - masks).clamp(0, 1)
 
-    def forward(
-        self, frames: Tensor, f16: Tensor, masks: Tensor, others: Tensor | None = None
-    ) -> Tensor:
-        b, o = masks.shape[:2]
+    def mask_features(self, frames: Tensor, masks: Tensor, others: Tensor | None = None) -> Tensor:
+        """The backbone part: ``frames [B, 3, H, W], masks [B, O, H, W], others [B, O, H, W] | None
+        -> g16 [B*O, C16v, h, w]``."""
+        o = masks.shape[1]
         if others is None:
             others = self.other_objects(masks)
         x = torch.cat(
@@ -121,7 +121,16 @@ class ValueEncoder(nn.Module):
         ).flatten(0, 1)
         if frames.dim() == 4 and frames.is_contiguous(memory_format=torch.channels_last):
             x = x.contiguous(memory_format=torch.channels_last)
-        _, _, g16 = self.backbone(x)
+        return self.backbone(x)[2]
+
+    def fuse(self, g16: Tensor, f16: Tensor, o: int) -> Tensor:
+        """The fusion part: ``g16 [B*O, C16v, h, w], f16 [B, C16q, h, w] -> values
+        [B, O, value_dim, h, w]``."""
         q16 = f16.unsqueeze(1).expand(-1, o, -1, -1, -1).flatten(0, 1)
         v = self.fuse2(self.fuse1(torch.cat([g16, q16], dim=1)))
-        return v.unflatten(0, (b, o))
+        return v.unflatten(0, (f16.shape[0], o))
+
+    def forward(
+        self, frames: Tensor, f16: Tensor, masks: Tensor, others: Tensor | None = None
+    ) -> Tensor:
+        return self.fuse(self.mask_features(frames, masks, others), f16, masks.shape[1])

@@ -62,10 +62,14 @@ class ClipOutput:
         logits: ``[B, T-1, O+1, H, W]`` aggregated logits (background first) of frames 2..T.
         values: ``[B, T', O, value_dim, h, w]`` values of frames 1..T' (T' = T when the last
             frame's value was encoded for the temporal contrastive loss, else T-1).
+        tc_values: the same values computed with the query encoder's features detached (only
+            with ``tc_detach_query``; same shape), for a ``L_tc`` that does not train the query
+            encoder. Their forward value equals ``values``.
     """
 
     logits: Tensor
     values: Tensor
+    tc_values: Tensor | None = None
 
 
 class TCMN(nn.Module):
@@ -204,6 +208,7 @@ class TCMN(nn.Module):
         detach_masks: bool = False,
         last_value: bool = True,
         top_k: int | None = None,
+        tc_detach_query: bool = False,
     ) -> ClipOutput:
         """Run one training clip.
 
@@ -216,6 +221,8 @@ class TCMN(nn.Module):
             frames: ``[B, T, 3, H, W]`` normalised RGB, any H, W (padded internally).
             first_masks: ``[B, O, H, W]`` float masks of frame 1.
             valid: ``[B, O]`` bool object slots in use (None: all).
+            tc_detach_query: also return ``tc_values`` (the values fused with detached query
+                features; the fusion layers run twice, the value backbone once).
         Returns:
             :class:`ClipOutput` with logits at the input size.
         """
@@ -223,8 +230,15 @@ class TCMN(nn.Module):
         frames, pad = pad_divisible(frames)
         first_masks, _ = pad_divisible(first_masks)
         qfs = self.encode_key(frames.flatten(0, 1)).unflatten(b, t)
-        keys = [qfs[0].key]
-        values = [self.encode_value(frames[:, 0], qfs[0].f16, first_masks)]
+        keys, values, tc_values = [qfs[0].key], [], []
+
+        def add_value(i: int, masks: Tensor) -> None:
+            g16 = self.value_encoder.mask_features(self._fmt(frames[:, i]), masks)
+            values.append(self.value_encoder.fuse(g16, qfs[i].f16, masks.shape[1]))
+            if tc_detach_query:
+                tc_values.append(self.value_encoder.fuse(g16, qfs[i].f16.detach(), masks.shape[1]))
+
+        add_value(0, first_masks)
         logits_out = []
         for i in range(1, t):
             mem_k = torch.stack(keys, dim=2)
@@ -236,8 +250,12 @@ class TCMN(nn.Module):
                 if detach_masks:
                     masks = masks.detach()
                 keys.append(qfs[i].key)
-                values.append(self.encode_value(frames[:, i], qfs[i].f16, masks.to(frames.dtype)))
-        return ClipOutput(torch.stack(logits_out, dim=1), torch.stack(values, dim=1))
+                add_value(i, masks.to(frames.dtype))
+        return ClipOutput(
+            torch.stack(logits_out, dim=1),
+            torch.stack(values, dim=1),
+            torch.stack(tc_values, dim=1) if tc_detach_query else None,
+        )
 
 
 def count_parameters(model: nn.Module) -> dict[str, int]:
