@@ -46,6 +46,16 @@ def _test_data_dir(tmp_path_factory):
     return Path(os.environ["TCMN_TEST_DATA"])
 
 
+#: the keyword arguments of a tiny random-init TCMN for unit tests
+TINY_NET = dict(
+    query_backbone="resnet18",
+    value_backbone="resnet18",
+    key_dim=16,
+    qfeat_dim=32,
+    value_dim=32,
+    decoder_dims=(32, 16, 8),
+)
+
 #: the data overrides of a tiny CPU run (64 px crops, batches of 2, no loader workers)
 TINY_DATA = [
     "data.crop_size=64",

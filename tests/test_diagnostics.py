@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from conftest import compose_cfg
+from conftest import TINY_NET, compose_cfg
 
 from tcmn.diagnostics import (
     COLLAPSE_BELOW,
@@ -96,19 +96,10 @@ def test_collapse_is_warned_once_in_one_sentence(caplog):
 
     from tcmn.lit_module import TCMNModule
 
-    tiny = dict(
-        query_backbone="resnet18",
-        value_backbone="resnet18",
-        key_dim=8,
-        qfeat_dim=16,
-        value_dim=16,
-        decoder_dims=[16, 8, 8],
-        pretrained=None,
-    )
-    module = TCMNModule(net=tiny)
+    module = TCMNModule(net={**TINY_NET, "pretrained": None})
     frames, masks = _moving_square_clip(h=48, w=48)
     batch = dict(frames=frames, masks=masks, valid=torch.ones(1, 1, dtype=torch.bool))
-    same = torch.randn(1, 1, 1, 16, 3, 3).expand(1, 3, 1, 16, 3, 3)
+    same = torch.randn(1, 1, 1, 32, 3, 3).expand(1, 3, 1, 32, 3, 3)
     with caplog.at_level(logging.WARNING, logger="tcmn.lit_module"):
         stats = module.log_diagnostics(batch, same)
         module.log_diagnostics(batch, same)
@@ -116,7 +107,7 @@ def test_collapse_is_warned_once_in_one_sentence(caplog):
     warnings = [r.getMessage() for r in caplog.records if "collapse" in r.getMessage()]
     assert len(warnings) == 1 and "below its floor of 0.5" in warnings[0]
     assert warnings[0].count(". ") == 0 and "\n" not in warnings[0]
-    healthy = torch.randn(1, 3, 1, 16, 3, 3)
+    healthy = torch.randn(1, 3, 1, 32, 3, 3)
     assert module.log_diagnostics(batch, healthy)["collapsed"] is False
     assert "mask signal" in collapse_message(stats)
 

@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from conftest import TINY_NET
 from torch.nn import functional as F
 
 from tcmn.losses import BootstrappedCE, TCMNLoss, bootstrap_fraction, temporal_contrastive_loss
@@ -105,14 +106,7 @@ def test_small_model_overfits_a_clip():
     from tcmn.models import TCMN
 
     torch.manual_seed(0)
-    model = TCMN(
-        query_backbone="resnet18",
-        value_backbone="resnet18",
-        key_dim=16,
-        qfeat_dim=32,
-        value_dim=32,
-        decoder_dims=(32, 16, 8),
-    )
+    model = TCMN(**TINY_NET)
     frames, masks = _moving_square_clip()
     labels = masks[:, 1:, 0].long()
     crit = TCMNLoss(alpha=1.0, beta=0.1, start_warm=10, end_warm=30)
@@ -237,14 +231,7 @@ def test_bad_loss_settings_are_one_sentence(kwargs, setting):
 def _tiny_tcmn():
     from tcmn.models import TCMN
 
-    return TCMN(
-        query_backbone="resnet18",
-        value_backbone="resnet18",
-        key_dim=8,
-        qfeat_dim=16,
-        value_dim=16,
-        decoder_dims=(16, 8, 8),
-    )
+    return TCMN(**TINY_NET)
 
 
 @pytest.mark.parametrize("detach_query", [False, True])
@@ -262,3 +249,30 @@ def test_tc_detach_query_keeps_l_tc_out_of_the_query_encoder(detach_query):
     v = sum(p.grad.abs().sum() for p in model.value_encoder.parameters() if p.grad is not None)
     assert v > 0
     assert (q == 0) == detach_query
+
+
+@pytest.mark.parametrize(
+    "dq, dm, query_grad, decoder_grad",
+    [
+        (False, False, True, True),
+        (True, False, True, True),  # the query encoder still learns through the masks
+        (False, True, True, False),  # ... or through its features the value encoder reuses
+        (True, True, False, False),  # both cut: L_tc trains the value encoder alone
+    ],
+)
+def test_tc_detach_masks_and_query_cut_the_paths_of_l_tc(dq, dm, query_grad, decoder_grad):
+    torch.manual_seed(0)
+    model = _tiny_tcmn()
+    frames, masks = _moving_square_clip(h=48, w=48)
+    out = model(frames, masks[:, 0], tc_detach_query=dq, tc_detach_masks=dm)
+    values = out.tc_values if (dq or dm) else out.values
+    if dq or dm:
+        torch.testing.assert_close(out.tc_values, out.values)
+    temporal_contrastive_loss(values, 1e-3).backward()
+
+    def grad(m):
+        return sum(float(p.grad.abs().sum()) for p in m.parameters() if p.grad is not None)
+
+    assert grad(model.value_encoder) > 0
+    assert (grad(model.key_encoder) > 0) == query_grad
+    assert (grad(model.decoder) > 0) == decoder_grad

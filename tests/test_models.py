@@ -6,20 +6,14 @@ import logging
 
 import pytest
 import torch
+from conftest import TINY_NET
 
 from tcmn.models import TCMN, count_parameters, pad_divisible, unpad
 from tcmn.models.backbones import Backbone, deepsort_mobilenet_path
 from tcmn.models.decoder import aggregate
 from tcmn.models.memory import readout
 
-SMALL = dict(
-    query_backbone="resnet18",
-    value_backbone="resnet18",
-    key_dim=16,
-    qfeat_dim=32,
-    value_dim=32,
-    decoder_dims=(32, 16, 8),
-)
+SMALL = TINY_NET
 
 
 def naive_readout(mk, mv, qk, top_k=None):

@@ -122,6 +122,9 @@ def test_grid_sweep_continues_after_a_failed_job_and_reports_it(tmp_path, small_
     assert float(w["summary"]["val/J&F"]) == pytest.approx(ok[2]["val"]["val/J&F"], abs=1e-6)
     assert float(w["summary"]["test/J"]) == pytest.approx(ok[2]["test"]["test/J"], abs=1e-6)
     assert any("train/loss" in h for h in w["history"])
+    # the L_tc / memory diagnostics (model.diag_every) reach W&B too
+    diag = [h for h in w["history"] if "diag/d13" in h]
+    assert diag and all(k in diag[0] for k in ("diag/mask_signal", "diag/value_norm"))
     # media: overlay strips and per-video tables, every validation and the test
     media = sweep / "2" / "wandb"
     assert list(media.glob("offline-run-*/files/media/images/val/overlays_*.png"))

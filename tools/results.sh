@@ -74,10 +74,12 @@ run_variant() {  # variant fold seed
     # eq. 1 exactly (raw values, eps 1e-3, beta 0.1) in both stages: the previous recipe
     paper_both) run_fold paper_both $f $s paper model.loss.tc_on=values model.loss.eps=1e-3 model.loss.beta=0.1 model.loss.beta_pretrain=null model.loss.tc_detach_query=false "|" model.loss.tc_on=values model.loss.eps=1e-3 model.loss.beta=0.1 model.loss.tc_detach_query=false ;;
     # main-stage formulations, all from the beta = 0 pretraining
-    paper) run_fold paper $f $s beta0 model.loss.beta=0 "|" model.loss.tc_on=values model.loss.eps=1e-3 model.loss.tc_detach_query=false ;;
+    paper) run_fold paper $f $s beta0 model.loss.beta=0 "|" model.loss.tc_on=values model.loss.eps=1e-3 model.loss.tc_detach_query=false model.loss.tc_detach_masks=false ;;
     eps8) run_fold eps8 $f $s beta0 model.loss.beta=0 "|" model.loss.tc_on=values model.loss.eps=1e-8 model.loss.tc_detach_query=false ;;
     eps8_dq) run_fold eps8_dq $f $s beta0 model.loss.beta=0 "|" model.loss.tc_on=values model.loss.eps=1e-8 model.loss.tc_detach_query=true ;;
     centred_dq) run_fold centred_dq $f $s beta0 model.loss.beta=0 "|" model.loss.tc_on=centred model.loss.eps=1e-8 model.loss.tc_detach_query=true ;;
+    paper_dm) run_fold paper_dm $f $s beta0 model.loss.beta=0 "|" model.loss.tc_on=values model.loss.eps=1e-3 model.loss.tc_detach_masks=true ;;
+    paper_dqm) run_fold paper_dqm $f $s beta0 model.loss.beta=0 "|" model.loss.tc_on=values model.loss.eps=1e-3 model.loss.tc_detach_query=true model.loss.tc_detach_masks=true ;;
     head_dq) run_fold head_dq $f $s beta0 model.loss.beta=0 "|" model.loss.tc_on=head model.loss.eps=1e-3 model.loss.tc_detach_query=true ;;
     random_init) run_fold random_init $f $s random_init model.net.pretrained=null "|" model.net.pretrained=null ;;  # no ImageNet weights
     visible_objects) run_fold visible_objects $f $s visible data.pseudo.random_object.invisible_p=0 "|" data.pseudo.random_object.invisible_p=0 ;;

@@ -62,8 +62,8 @@ class TCMNModule(pl.LightningModule):
     Args:
         net: keyword arguments of :class:`TCMN` (plain dict; stored in the checkpoint).
         loss: keyword arguments of :class:`TCMNLoss` (alpha, beta, eps, start_warm, end_warm,
-            top_p, and the ``L_tc`` variants tc_on, tc_detach_query, beta_pretrain, beta_warmup,
-            head_dim).
+            top_p, and the ``L_tc`` variants tc_on, tc_detach_query, tc_detach_masks,
+            beta_pretrain, beta_warmup, head_dim).
         optimizer: ``{name: adam|adamw, lr, weight_decay, betas}``.
         scheduler: ``None`` or ``{name: multistep, milestones, gamma}`` /
             ``{name: cosine, t_max, eta_min}`` / ``{name: poly, power, total_steps}`` (per step).
@@ -164,6 +164,7 @@ class TCMNModule(pl.LightningModule):
             detach_masks=self.hparams.detach_pred_masks,
             last_value=True,
             tc_detach_query=self.criterion.tc_detach_query,
+            tc_detach_masks=self.criterion.tc_detach_masks,
         )
         values = out.tc_values if out.tc_values is not None else out.values
         res = self.criterion(

@@ -15,8 +15,11 @@ eq. 1 exactly as the paper writes it):
   values of the batch subtracted: a direction shared by every frame cannot lower the loss), or
   ``head`` (the values average-pooled and passed through a small MLP used by the loss only and
   never at inference, as the projection heads of SimCLR / MoCo).
-- ``tc_detach_query`` (used by :class:`tcmn.lit_module.TCMNModule`): the values fed to ``L_tc``
-  see the query encoder's features detached, so ``L_tc`` does not train the query backbone.
+- ``tc_detach_query`` and ``tc_detach_masks`` (used by :class:`tcmn.lit_module.TCMNModule`):
+  the values fed to ``L_tc`` see the query encoder's features, or the predicted masks of frames
+  2..T, detached: ``L_tc`` then does not train the query encoder through the features the value
+  encoder reuses, or does not train the decoder (and what it reads) to make masks whose values
+  satisfy eq. 1. With both, ``L_tc`` trains the value encoder only.
 - ``beta_pretrain`` and ``beta_warmup``: ``beta`` of the pretraining stage, and a linear ramp of
   ``beta`` from 0 over the first steps.
 
@@ -228,7 +231,8 @@ class TCMNLoss(torch.nn.Module):
         eps: the constant of eq. 1's denominator (the paper: "small").
         start_warm, end_warm, top_p: the bootstrapped CE schedule.
         tc_on: ``values`` (paper) | ``centred`` | ``head``: what eq. 1 compares.
-        tc_detach_query: ``L_tc`` does not train the query encoder (read by the module).
+        tc_detach_query / tc_detach_masks: ``L_tc``'s gradient stops at the query features /
+            the predicted masks that enter the values (read by the module).
         beta_pretrain: ``beta`` of the pretraining stage (None: ``beta``).
         beta_warmup: steps over which ``beta`` rises linearly from 0 (0: none).
         value_dim, head_dim: the projection head's input and output sizes (``tc_on: head``).
@@ -248,6 +252,7 @@ class TCMNLoss(torch.nn.Module):
         top_p: float = 0.15,
         tc_on: str = "values",
         tc_detach_query: bool = False,
+        tc_detach_masks: bool = False,
         beta_pretrain: float | None = None,
         beta_warmup: int = 0,
         value_dim: int | None = None,
@@ -268,7 +273,8 @@ class TCMNLoss(torch.nn.Module):
             raise TCMNError(f"model.loss.eps={eps} is not allowed; it must be a finite number > 0.")
         self.alpha, self.eps, self.tc_on = alpha, eps, tc_on
         self.beta = beta if stage != "pretrain" or beta_pretrain is None else beta_pretrain
-        self.tc_detach_query, self.beta_warmup = bool(tc_detach_query), int(beta_warmup)
+        self.tc_detach_query, self.tc_detach_masks = bool(tc_detach_query), bool(tc_detach_masks)
+        self.beta_warmup = int(beta_warmup)
         self.bce = BootstrappedCE(start_warm, end_warm, top_p)
         self.head = None
         if tc_on == "head":

@@ -62,9 +62,9 @@ class ClipOutput:
         logits: ``[B, T-1, O+1, H, W]`` aggregated logits (background first) of frames 2..T.
         values: ``[B, T', O, value_dim, h, w]`` values of frames 1..T' (T' = T when the last
             frame's value was encoded for the temporal contrastive loss, else T-1).
-        tc_values: the same values computed with the query encoder's features detached (only
-            with ``tc_detach_query``; same shape), for a ``L_tc`` that does not train the query
-            encoder. Their forward value equals ``values``.
+        tc_values: the same values with some inputs detached (only with ``tc_detach_query`` or
+            ``tc_detach_masks``; same shape), for a ``L_tc`` whose gradient stops there. Their
+            forward value equals ``values``.
     """
 
     logits: Tensor
@@ -209,6 +209,7 @@ class TCMN(nn.Module):
         last_value: bool = True,
         top_k: int | None = None,
         tc_detach_query: bool = False,
+        tc_detach_masks: bool = False,
     ) -> ClipOutput:
         """Run one training clip.
 
@@ -221,8 +222,10 @@ class TCMN(nn.Module):
             frames: ``[B, T, 3, H, W]`` normalised RGB, any H, W (padded internally).
             first_masks: ``[B, O, H, W]`` float masks of frame 1.
             valid: ``[B, O]`` bool object slots in use (None: all).
-            tc_detach_query: also return ``tc_values`` (the values fused with detached query
-                features; the fusion layers run twice, the value backbone once).
+            tc_detach_query: also return ``tc_values``, fused with detached query features (the
+                fusion layers run twice).
+            tc_detach_masks: also return ``tc_values``, encoded from detached predicted masks
+                (the value backbone runs twice on frames 2..T).
         Returns:
             :class:`ClipOutput` with logits at the input size.
         """
@@ -232,11 +235,17 @@ class TCMN(nn.Module):
         qfs = self.encode_key(frames.flatten(0, 1)).unflatten(b, t)
         keys, values, tc_values = [qfs[0].key], [], []
 
+        tc_split = tc_detach_query or tc_detach_masks
+        enc = self.value_encoder
+
         def add_value(i: int, masks: Tensor) -> None:
-            g16 = self.value_encoder.mask_features(self._fmt(frames[:, i]), masks)
-            values.append(self.value_encoder.fuse(g16, qfs[i].f16, masks.shape[1]))
-            if tc_detach_query:
-                tc_values.append(self.value_encoder.fuse(g16, qfs[i].f16.detach(), masks.shape[1]))
+            frame, f16, o = self._fmt(frames[:, i]), qfs[i].f16, masks.shape[1]
+            g16 = enc.mask_features(frame, masks)
+            values.append(enc.fuse(g16, f16, o))
+            if tc_split:
+                if tc_detach_masks and masks.requires_grad:
+                    g16 = enc.mask_features(frame, masks.detach())
+                tc_values.append(enc.fuse(g16, f16.detach() if tc_detach_query else f16, o))
 
         add_value(0, first_masks)
         logits_out = []
@@ -254,7 +263,7 @@ class TCMN(nn.Module):
         return ClipOutput(
             torch.stack(logits_out, dim=1),
             torch.stack(values, dim=1),
-            torch.stack(tc_values, dim=1) if tc_detach_query else None,
+            torch.stack(tc_values, dim=1) if tc_split else None,
         )
 
 
