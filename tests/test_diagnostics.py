@@ -112,6 +112,25 @@ def test_collapse_is_warned_once_in_one_sentence(caplog):
     assert "mask signal" in collapse_message(stats)
 
 
+def test_a_collapsed_projection_head_is_warned_once(caplog):
+    from test_losses import _moving_square_clip
+
+    from tcmn.lit_module import TCMNModule
+
+    module = TCMNModule(net={**TINY_NET, "pretrained": None}, loss={"tc_on": "head"})
+    frames, masks = _moving_square_clip(h=48, w=48)
+    batch = dict(frames=frames, masks=masks, valid=torch.ones(1, 1, dtype=torch.bool))
+    healthy = torch.randn(1, 3, 1, 32, 3, 3)
+    with caplog.at_level(logging.WARNING, logger="tcmn.lit_module"):
+        ok = module.log_diagnostics(batch, healthy, loss_tc=1.2)
+        low = module.log_diagnostics(batch, healthy, loss_tc=0.01)
+        module.log_diagnostics(batch, healthy, loss_tc=0.01)
+    assert ok["tc_term_trained"] == pytest.approx(1.2) and low["tc_term_trained"] == 0.01
+    assert low["collapsed"] is False  # the values themselves are fine
+    warned = [r.getMessage() for r in caplog.records if "satisfied by a collapse" in r.getMessage()]
+    assert len(warned) == 1 and "tc_on=head" in warned[0]
+
+
 def test_training_logs_the_diagnostics(tmp_path):
     from tcmn.experiment import run_train
 
@@ -136,6 +155,6 @@ def test_training_logs_the_diagnostics(tmp_path):
     metrics = pd.read_csv(next(Path(cfg.paths.output_dir).rglob("metrics.csv")))
     diag = metrics.dropna(subset=["diag/d13"])
     assert list(diag["step"]) == [0, 2]
-    for k in ("d12", "d23", "d13", "value_norm", "tc_term", "mask_signal", "collapsed"):
+    for k in ("d12", "d23", "d13", "value_norm", "tc_term", "tc_term_trained", "mask_signal"):
         assert diag[f"diag/{k}"].notna().all(), k
     assert (diag["diag/value_norm"] > 0).all()

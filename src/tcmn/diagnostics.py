@@ -116,6 +116,16 @@ def collapse_message(stats: Mapping, step: int | None = None, eps: float | None 
     )
 
 
+def trained_collapse_message(tc_term: float, tc_on: str, step: int | None = None) -> str:
+    """One sentence for the log when what ``L_tc`` compares (not the values) has collapsed."""
+    at = f" at step {step}" if step is not None else ""
+    return (
+        f"L_tc is satisfied by a collapse{at}: its mean eq.-1 term on what model.loss.tc_on="
+        f"{tc_on} compares is {tc_term:.3g}, below the floor of 0.5 that any non-collapsed "
+        "triple of vectors keeps, so the loss no longer shapes the memory values."
+    )
+
+
 def mean_statistics(rows: Iterable[Mapping]) -> dict:
     """Mean of per-video statistics (NaN entries ignored); ``collapsed`` re-judged on the mean
     ``tc_term``; ``n_videos`` counts the rows."""

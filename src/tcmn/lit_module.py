@@ -22,6 +22,7 @@ import logging
 import math
 import time
 from collections.abc import Mapping
+from math import nan
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,13 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import OmegaConf
 
-from tcmn.diagnostics import collapse_message, mask_signal, value_statistics
+from tcmn.diagnostics import (
+    collapse_message,
+    is_collapsed,
+    mask_signal,
+    trained_collapse_message,
+    value_statistics,
+)
 from tcmn.errors import TCMNError
 from tcmn.evaluation import copy_first_mask, metric_args, numpy_item, predict_video
 from tcmn.inference.propagator import Propagator, PropagatorConfig
@@ -115,7 +122,7 @@ class TCMNModule(pl.LightningModule):
         if channels_last:
             self.net.to_channels_last(True)
         self.criterion = TCMNLoss(**{"value_dim": self.net.value_dim, **loss, "stage": stage})
-        self._collapse_warned = False
+        self._collapse_warned: set[str] = set()
         self.propagation = PropagatorConfig.from_dict(propagation)
         if init_from:
             self.load_network_weights(init_from)
@@ -195,28 +202,42 @@ class TCMNModule(pl.LightningModule):
         self.log("train/beta", res.beta, batch_size=b)
         every = self.hparams.get("diag_every", 0)
         if every and self.global_step % every == 0:
-            self.log_diagnostics(batch, out.values)
+            self.log_diagnostics(batch, out.values, float(res.loss_tc))
         return res.loss
 
-    def log_diagnostics(self, batch: Mapping, values: torch.Tensor) -> dict:
+    def log_diagnostics(
+        self, batch: Mapping, values: torch.Tensor, loss_tc: float | None = None
+    ) -> dict:
         """Log eq. 1's distances, the value norm and the mask signal of this batch under
-        ``diag/`` (:mod:`tcmn.diagnostics`); warn once when the values have collapsed."""
+        ``diag/`` (:mod:`tcmn.diagnostics`); warn once when the values have collapsed.
+
+        ``loss_tc`` (the trained ``L_tc``, whatever ``tc_on`` compares) gives
+        ``tc_term_trained``, its mean term; below the floor too, ``L_tc`` is satisfied by a
+        collapse of what it compares (e.g. a constant projection head) and is warned once.
+        """
         stats = value_statistics(values.detach(), batch["valid"], self.criterion.eps)
         stats["mask_signal"] = mask_signal(
             self.net, batch["frames"][:, 0], batch["masks"][:, 0], batch["valid"]
         )
+        inner = values.shape[1] - 2
+        stats["tc_term_trained"] = loss_tc / inner if loss_tc is not None and inner > 0 else nan
         metrics = {
             f"diag/{k}": float(stats[k])
-            for k in ("d12", "d23", "d13", "value_norm", "tc_term", "mask_signal")
+            for k in ("d12", "d23", "d13", "value_norm", "tc_term", "tc_term_trained")
+            + ("mask_signal",)
             if _finite(stats[k])
         }
         metrics["diag/collapsed"] = float(stats["collapsed"])
         # straight to the loggers: self.log would drop steps off trainer.log_every_n_steps
         for logger in self.loggers:
             logger.log_metrics(metrics, step=self.global_step)
-        if stats["collapsed"] and not self._collapse_warned:
-            self._collapse_warned = True
+        if stats["collapsed"] and "values" not in self._collapse_warned:
+            self._collapse_warned.add("values")
             log.warning(collapse_message(stats, self.global_step, self.criterion.eps))
+        tc_on, term = self.criterion.tc_on, stats["tc_term_trained"]
+        if tc_on != "values" and is_collapsed(term) and "trained" not in self._collapse_warned:
+            self._collapse_warned.add("trained")
+            log.warning(trained_collapse_message(term, tc_on, self.global_step))
         return stats
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
