@@ -1,20 +1,16 @@
 #!/usr/bin/env bash
 # `make results`: the real-data results of the README (a benchmark, not a test: hours on a
 # 2-core CPU). For each fold, seed and variant: pretrain -> main -> one-shot evaluation with the
-# wrong-first-mask controls; then tcmn-cv aggregates the folds of each variant, compares each
-# variant with beta = 0 pair by pair (same fold, seed, initial weights and clips), and the
-# EchoNet sample is evaluated with a CVC-trained and the synthetic-trained (make demo) model.
+# wrong-first-mask controls; then tcmn-cv aggregates the folds of each variant and compares each
+# variant with beta = 0 pair by pair (same fold, seed, initial weights and clips); the EchoNet
+# sample is evaluated with a CVC-trained and the synthetic-trained (make demo) model.
 #
 # Re-running skips what is finished. Each finished evaluation's summary.json (numbers only, no
-# image) is also kept under results/ (tracked by git), and a run whose kept summary exists is
-# skipped: a later session resumes where an earlier one stopped.
+# image) is also kept under results/<group>/<variant>/<fold[_seed]>/ (tracked by git), and a run
+# whose kept summary exists is skipped: a later session resumes where an earlier one stopped.
 #
-#   FOLDS="0 1 2 3 4" SEEDS="0 1" VARIANTS="tcmn no_ltc" bash tools/results.sh
-# The screening of the L_tc formulations (README, "The temporal contrastive loss"): shorter main
-# stage, two folds, every formulation against beta = 0 from the same beta = 0 pretraining:
-#   GROUP=screen FOLDS="1 0" VARIANTS="no_ltc paper eps8 eps8_dq centred_dq head_dq" \
-#     MAIN_EXTRA="trainer.max_steps=300 model.loss.start_warm=60 model.loss.end_warm=200" \
-#     bash tools/results.sh
+# Without VARIANTS set, the whole plan of the README runs (see plan() below). One block:
+#   GROUP=cvc FOLDS="0 1 2 3 4" SEEDS="0 1" VARIANTS="tcmn no_ltc" bash tools/results.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=.venv/bin
@@ -24,10 +20,11 @@ GROUP=${GROUP:-cvc}
 REAL=${REAL:-../shared/data/real}
 FOLDS=${FOLDS:-"0 1 2 3 4"}
 SEEDS=${SEEDS:-0}
-VARIANTS=${VARIANTS:-"tcmn no_ltc random_init visible_objects"}
+VARIANTS=${VARIANTS:-}
 MAIN_EXTRA=${MAIN_EXTRA:-}
-# the objectness ablation (no random-shape pseudo-clips) on these folds only
-OBJECTNESS_FOLDS=${OBJECTNESS_FOLDS-0}
+# overrides of the pretraining stage (a recipe change); PT_TAG names the pretrainings they make
+PRE_EXTRA=${PRE_EXTRA:-}
+PT_TAG=${PT_TAG:-}
 export WANDB_MODE=${WANDB_MODE:-offline}
 # several torch processes on few cores: let idle OpenMP threads sleep instead of spinning
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
@@ -42,8 +39,9 @@ run_name() {  # fold seed -> fold_<k> (seed 0) or fold_<k>_seed_<s>
 
 pretrain() {  # kind fold seed overrides... -> prints the checkpoint; kinds share one pretraining
   local kind=$1 fold=$2 seed=$3; shift 3
-  local d=$OUT/cvc/pretrain_$kind/$(run_name $fold $seed)
-  [ -f $d/checkpoints/last.ckpt ] || $BIN/tcmn-train experiment=cpu_cvc_pretrain data.fold=$fold seed=$seed "$@" hydra.run.dir=$d $common >&2
+  local d=$OUT/cvc/pretrain_$kind$PT_TAG/$(run_name $fold $seed)
+  # shellcheck disable=SC2086
+  [ -f $d/checkpoints/last.ckpt ] || $BIN/tcmn-train experiment=cpu_cvc_pretrain data.fold=$fold seed=$seed "$@" $PRE_EXTRA hydra.run.dir=$d $common >&2
   echo $d/checkpoints/last.ckpt
 }
 
@@ -67,20 +65,24 @@ run_fold() {  # variant fold seed pretrain-kind pretrain-overrides | main-overri
 run_variant() {  # variant fold seed
   local v=$1 f=$2 s=$3
   case $v in
-    # the recipe's formulation (experiment=cpu_cvc as it stands)
-    tcmn) run_fold tcmn $f $s recipe "|" ;;
+    # the recipe's formulation (experiment=cpu_cvc as it stands; its pretraining has beta = 0,
+    # so it shares the beta = 0 pretraining of no_ltc: the pair starts from the same weights)
+    tcmn) run_fold tcmn $f $s beta0 model.loss.beta=0 "|" ;;
     # the paper's ablation "w/o L_tc" (beta = 0 in both stages)
     no_ltc) run_fold no_ltc $f $s beta0 model.loss.beta=0 "|" model.loss.beta=0 ;;
     # eq. 1 exactly (raw values, eps 1e-3, beta 0.1) in both stages: the previous recipe
     paper_both) run_fold paper_both $f $s paper model.loss.tc_on=values model.loss.eps=1e-3 model.loss.beta=0.1 model.loss.beta_pretrain=null model.loss.tc_detach_query=false "|" model.loss.tc_on=values model.loss.eps=1e-3 model.loss.beta=0.1 model.loss.tc_detach_query=false ;;
-    # main-stage formulations, all from the beta = 0 pretraining
-    paper) run_fold paper $f $s beta0 model.loss.beta=0 "|" model.loss.tc_on=values model.loss.eps=1e-3 model.loss.tc_detach_query=false model.loss.tc_detach_masks=false ;;
-    eps8) run_fold eps8 $f $s beta0 model.loss.beta=0 "|" model.loss.tc_on=values model.loss.eps=1e-8 model.loss.tc_detach_query=false ;;
-    eps8_dq) run_fold eps8_dq $f $s beta0 model.loss.beta=0 "|" model.loss.tc_on=values model.loss.eps=1e-8 model.loss.tc_detach_query=true ;;
-    centred_dq) run_fold centred_dq $f $s beta0 model.loss.beta=0 "|" model.loss.tc_on=centred model.loss.eps=1e-8 model.loss.tc_detach_query=true ;;
-    paper_dm) run_fold paper_dm $f $s beta0 model.loss.beta=0 "|" model.loss.tc_on=values model.loss.eps=1e-3 model.loss.tc_detach_masks=true ;;
-    paper_dqm) run_fold paper_dqm $f $s beta0 model.loss.beta=0 "|" model.loss.tc_on=values model.loss.eps=1e-3 model.loss.tc_detach_query=true model.loss.tc_detach_masks=true ;;
-    head_dq) run_fold head_dq $f $s beta0 model.loss.beta=0 "|" model.loss.tc_on=head model.loss.eps=1e-3 model.loss.tc_detach_query=true ;;
+    # main-stage formulations, all from the beta = 0 pretraining (every setting explicit, so
+    # that a change of the recipe does not change them)
+    paper) run_fold paper $f $s beta0 model.loss.beta=0 "|" model.loss.beta=0.1 model.loss.tc_on=values model.loss.eps=1e-3 model.loss.tc_detach_query=false model.loss.tc_detach_masks=false ;;
+    eps8) run_fold eps8 $f $s beta0 model.loss.beta=0 "|" model.loss.beta=0.1 model.loss.tc_on=values model.loss.eps=1e-8 model.loss.tc_detach_query=false ;;
+    eps8_dq) run_fold eps8_dq $f $s beta0 model.loss.beta=0 "|" model.loss.beta=0.1 model.loss.tc_on=values model.loss.eps=1e-8 model.loss.tc_detach_query=true ;;
+    centred_dq) run_fold centred_dq $f $s beta0 model.loss.beta=0 "|" model.loss.beta=0.1 model.loss.tc_on=centred model.loss.eps=1e-8 model.loss.tc_detach_query=true ;;
+    paper_dm) run_fold paper_dm $f $s beta0 model.loss.beta=0 "|" model.loss.beta=0.1 model.loss.tc_on=values model.loss.eps=1e-3 model.loss.tc_detach_masks=true ;;
+    paper_dqm) run_fold paper_dqm $f $s beta0 model.loss.beta=0 "|" model.loss.beta=0.1 model.loss.tc_on=values model.loss.eps=1e-3 model.loss.tc_detach_query=true model.loss.tc_detach_masks=true ;;
+    paper_b01) run_fold paper_b01 $f $s beta0 model.loss.beta=0 "|" model.loss.tc_on=values model.loss.eps=1e-3 model.loss.beta=0.01 ;;
+    paper_b001) run_fold paper_b001 $f $s beta0 model.loss.beta=0 "|" model.loss.tc_on=values model.loss.eps=1e-3 model.loss.beta=0.001 ;;
+    head_dq) run_fold head_dq $f $s beta0 model.loss.beta=0 "|" model.loss.beta=0.1 model.loss.tc_on=head model.loss.eps=1e-3 model.loss.tc_detach_query=true ;;
     random_init) run_fold random_init $f $s random_init model.net.pretrained=null "|" model.net.pretrained=null ;;  # no ImageNet weights
     visible_objects) run_fold visible_objects $f $s visible data.pseudo.random_object.invisible_p=0 "|" data.pseudo.random_object.invisible_p=0 ;;
     no_objectness) run_fold no_objectness $f $s no_objectness data.pseudo.random_object_p=0 "|" data.pseudo.random_object_p=0 ;;
@@ -88,12 +90,28 @@ run_variant() {  # variant fold seed
   esac
 }
 
+SHORT="trainer.max_steps=300 model.loss.start_warm=60 model.loss.end_warm=200"
+plan() {  # every block of the README's results, in the order they were run
+  local me=$0
+  # 1. screening of the L_tc formulations: 2 folds, main stage shortened to 300 steps
+  GROUP=screen FOLDS="1 0" VARIANTS="no_ltc paper eps8_dq centred_dq head_dq paper_dqm paper_dm paper_b01 paper_b001" MAIN_EXTRA="$SHORT" bash $me
+  GROUP=screen FOLDS=1 VARIANTS=paper_both MAIN_EXTRA="$SHORT" bash $me
+  # 2. confirmation: the recipe against beta = 0, 5 folds x 2 seeds (seed 0 on every fold first)
+  GROUP=cvc SEEDS=0 VARIANTS="tcmn no_ltc" bash $me
+  GROUP=cvc SEEDS=1 VARIANTS="tcmn no_ltc" bash $me
+  # 3. the other ablations of the recipe, on some folds
+  GROUP=cvc FOLDS="0 1" VARIANTS=random_init bash $me
+  GROUP=cvc FOLDS=0 VARIANTS="visible_objects no_objectness" bash $me
+  GROUP=cvc FOLDS=0 VARIANTS=echonet bash $me
+}
+if [ -z "$VARIANTS" ]; then plan; exit 0; fi
+
 for fold in $FOLDS; do
   for seed in $SEEDS; do
-    for variant in $VARIANTS; do run_variant $variant $fold $seed; done
-    case " $OBJECTNESS_FOLDS " in
-      *" $fold "*) [ "$GROUP" = cvc ] && run_variant no_objectness $fold $seed ;;
-    esac
+    for variant in $VARIANTS; do
+      if [ "$variant" = echonet ]; then continue; fi
+      run_variant $variant $fold $seed
+    done
   done
 done
 
@@ -106,11 +124,15 @@ for vdir in $KEEP/$GROUP/*/; do
   fi
 done
 
-[ "$GROUP" = cvc ] || exit 0
+case " $VARIANTS " in *" echonet "*) ;; *) exit 0 ;; esac
 # EchoNet-Dynamic sample (all 10 videos): ED mask given, ES scored: an unseen class and modality
-if [ -f $OUT/cvc/tcmn/fold_0/main/checkpoints/last.ckpt ] && [ ! -f $OUT/echonet/cvc_fold_0/summary.json ]; then
-  $BIN/tcmn-eval data=echonet ckpt=$OUT/cvc/tcmn/fold_0/main/checkpoints/last.ckpt split=all data.eval_size=112 controls=true hydra.run.dir=$OUT/echonet/cvc_fold_0
+ck=$OUT/cvc/tcmn/fold_0/main/checkpoints/last.ckpt
+if [ -f $ck ] && [ ! -f $KEEP/echonet/cvc_fold_0/summary.json ]; then
+  $BIN/tcmn-eval data=echonet ckpt=$ck split=all data.eval_size=112 controls=true hydra.run.dir=$OUT/echonet/cvc_fold_0
+  mkdir -p $KEEP/echonet/cvc_fold_0 && cp $OUT/echonet/cvc_fold_0/summary.json $KEEP/echonet/cvc_fold_0/
 fi
-if [ -f logs/demo/main/checkpoints/last.ckpt ] && [ ! -f $OUT/echonet/synthetic_demo/summary.json ]; then
-  $BIN/tcmn-eval data=echonet ckpt=logs/demo/main/checkpoints/last.ckpt split=all data.eval_size=112 controls=true hydra.run.dir=$OUT/echonet/synthetic_demo
+ck=logs/demo/main/checkpoints/last.ckpt
+if [ -f $ck ] && [ ! -f $KEEP/echonet/synthetic_demo/summary.json ]; then
+  $BIN/tcmn-eval data=echonet ckpt=$ck split=all data.eval_size=112 controls=true hydra.run.dir=$OUT/echonet/synthetic_demo
+  mkdir -p $KEEP/echonet/synthetic_demo && cp $OUT/echonet/synthetic_demo/summary.json $KEEP/echonet/synthetic_demo/
 fi
