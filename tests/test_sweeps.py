@@ -133,8 +133,8 @@ def test_grid_sweep_continues_after_a_failed_job_and_reports_it(tmp_path, small_
 
 
 def test_optuna_search_survives_a_nan_trial_and_stores_the_study(tmp_path, small_data):
-    """3 trials of hparams_search=optuna's own search space; trial #1 gets alpha=inf (its loss is
-    not finite) and is scored failed_value; the study is in SQLite; optimization_results.yaml."""
+    """3 trials of hparams_search=optuna's own search space; trial #1 gets alpha=inf (refused as a
+    setting) and is scored failed_value; the study is in SQLite; optimization_results.yaml."""
     import optuna
 
     db = tmp_path / "optuna.db"
@@ -161,7 +161,9 @@ def test_optuna_search_survives_a_nan_trial_and_stores_the_study(tmp_path, small
         int(p.parent.name): json.loads(p.read_text()) for p in sweep.glob("*/summary.json")
     }
     assert sorted(summaries) == [0, 1, 2]
-    assert summaries[1]["status"] == "failed" and "loss became inf" in summaries[1]["error"]
+    # alpha=inf is refused before training starts (one sentence naming the setting)
+    assert summaries[1]["status"] == "failed"
+    assert "model.loss.alpha=inf is not allowed" in summaries[1]["error"]
     ok = {n: s["val"]["val/J&F"] for n, s in summaries.items() if s["status"] == "ok"}
     assert sorted(ok) == [0, 2]
     result = OmegaConf.load(sweep / "optimization_results.yaml")
