@@ -2,7 +2,10 @@
 
 Everything the project writes for users (checkpoints, masks, tables, prepared videos) goes
 through these helpers: content is written to a temporary sibling and renamed into place, so an
-interrupted run never leaves a truncated file that looks valid.
+interrupted run never leaves a truncated file that looks valid. ``tempfile`` creates the
+temporary file 0600 and folder 0700; before the rename they get the modes a plain ``open`` /
+``mkdir`` would give under the process umask (0644 / 0755 under umask 022), so colleagues on a
+shared machine can read the outputs.
 """
 
 from __future__ import annotations
@@ -15,6 +18,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 
+def _umask() -> int:
+    """The process umask (read by setting it and restoring it at once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator:
     """Open a temporary file beside ``path``; on success fsync it and rename it to ``path``.
@@ -25,6 +35,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(tmp, 0o666 & ~_umask())
         with os.fdopen(fd, mode) as f:
             yield f
             f.flush()
@@ -59,6 +70,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
+        os.chmod(tmp, 0o777 & ~_umask())
         yield tmp
         if path.exists():
             old = path.with_name(f".{path.name}.old")
