@@ -116,11 +116,12 @@ for fold in $FOLDS; do
 done
 
 # tables: each variant's folds, and each variant paired against beta = 0
+# (written under $OUT/tables: results/ keeps only the runs' summaries, the tables follow from them)
 for vdir in $KEEP/$GROUP/*/; do
   v=$(basename $vdir)
-  $BIN/tcmn-cv dir=$vdir > /dev/null
+  $BIN/tcmn-cv dir=$vdir out=$OUT/tables/$GROUP/$v > /dev/null
   if [ "$v" != no_ltc ] && [ -d $KEEP/$GROUP/no_ltc ]; then
-    $BIN/tcmn-cv dir=$vdir compare=$KEEP/$GROUP/no_ltc out=$KEEP/$GROUP/$v > /dev/null || true
+    $BIN/tcmn-cv dir=$vdir compare=$KEEP/$GROUP/no_ltc out=$OUT/tables/$GROUP/$v > /dev/null || true
   fi
 done
 

@@ -22,7 +22,6 @@ import logging
 import math
 import time
 from collections.abc import Mapping
-from math import nan
 from pathlib import Path
 from typing import Any
 
@@ -220,11 +219,20 @@ class TCMNModule(pl.LightningModule):
             self.net, batch["frames"][:, 0], batch["masks"][:, 0], batch["valid"]
         )
         inner = values.shape[1] - 2
-        stats["tc_term_trained"] = loss_tc / inner if loss_tc is not None and inner > 0 else nan
+        stats["tc_term_trained"] = (
+            loss_tc / inner if loss_tc is not None and inner > 0 else math.nan
+        )
         metrics = {
             f"diag/{k}": float(stats[k])
-            for k in ("d12", "d23", "d13", "value_norm", "tc_term", "tc_term_trained")
-            + ("mask_signal",)
+            for k in (
+                "d12",
+                "d23",
+                "d13",
+                "value_norm",
+                "tc_term",
+                "tc_term_trained",
+                "mask_signal",
+            )
             if _finite(stats[k])
         }
         metrics["diag/collapsed"] = float(stats["collapsed"])
