@@ -117,7 +117,9 @@ def test_inference_tables_invariants_and_report(tmp_path):
             assert r["ms_min"] <= r["ms"]
         expected = unbounded if policy == "unbounded" else [min(n, 3) for n in unbounded]
         assert [r["memory_frames"] for r in rows] == expected, policy
-        assert [r["evicted"] for r in rows] == [u - e for u, e in zip(unbounded, expected)]
+        assert [r["evicted"] for r in rows] == [
+            u - e for u, e in zip(unbounded, expected, strict=True)
+        ]
         assert rows[0]["capacity"] == (None if policy == "unbounded" else 3)
         per_frame = {round(r["memory_mb"] / r["memory_frames"], 12) for r in rows}
         assert len(per_frame) == 1  # bank bytes are proportional to its frames

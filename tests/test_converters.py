@@ -58,10 +58,13 @@ def check_alignment(ds: PreparedDataset, video: str, label: int = 1, margin: int
     """Frames are bright where the mask has ``label`` and dark elsewhere (annotated frames)."""
     frames = ds.frames(video)
     masks, annotated = ds.masks(video)
+    checked = 0
     for i in np.flatnonzero(annotated):
         on = masks[i] == label
         if on.any():
             assert frames[i][on].mean() > frames[i][~on].mean() + margin, (video, i)
+            checked += 1
+    assert checked, f"{video}: no annotated frame shows label {label}"
 
 
 # ---------------------------------------------------------------------------------- registry

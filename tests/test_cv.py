@@ -154,7 +154,7 @@ def test_one_run_has_no_std_and_eval_summaries_are_read(tmp_path):
     assert agg.loc[("class", "polyp", "mask_dependence", "J"), "mean"] == pytest.approx(0.3)
     # JSON has null (not NaN) for the std of one run
     s = write_cv(tmp_path)
-    assert all(r["std"] is None for r in s["per_dataset"])
+    assert s["per_dataset"] and all(r["std"] is None for r in s["per_dataset"])
 
 
 def test_flat_test_metrics_are_read_when_tables_are_absent():

@@ -91,13 +91,11 @@ def test_model_follows_whichever_object_it_is_given(demo_ckpt, tmp_path):
     from hydra.utils import instantiate
 
     from tcmn.evaluation import numpy_item, predict_video
-    from tcmn.inference.propagator import Propagator
-    from tcmn.lit_module import load_module
+    from tcmn.inference.session import InferenceSession
     from tcmn.metrics import jaccard
 
     ckpt, _ = demo_ckpt
-    module = load_module(ckpt)
-    prop = Propagator(module.net, module.propagation)
+    session = InferenceSession.load(ckpt)
     cfg = compose_cfg("eval", [f"ckpt={ckpt}", "data.eval_size=128"], tmp_path)
     dm = instantiate(
         cfg.data, _convert_="all", test_part="test", num_workers=0, max_eval_videos=None
@@ -113,7 +111,7 @@ def test_model_follows_whichever_object_it_is_given(demo_ckpt, tmp_path):
         t0 = next(iter(item["given_frames"].values()))
         for given, rival in ((1, 2), (2, 1)):
             m = np.where(labels[t0] == given, 1, 0).astype(np.uint8)
-            pred = predict_video(prop, item, {t0: (m, [1])})
+            pred = predict_video(session, item, {t0: (m, [1])})
             later = range(t0 + 1, len(labels))
             follow.append(np.mean([jaccard(pred[t] == 1, labels[t] == given) for t in later]))
             other.append(np.mean([jaccard(pred[t] == 1, labels[t] == rival) for t in later]))

@@ -15,7 +15,7 @@ import SimpleITK as sitk
 from PIL import Image
 
 from tcmn.errors import TCMNError
-from tcmn.inference.io import (
+from tcmn.io import (
     PredictionWriter,
     check_writable,
     load_mask,

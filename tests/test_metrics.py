@@ -288,7 +288,8 @@ def test_video_stats_constant_and_empty():
         s = video_stats(torch.full((n,), 0.4))
         assert s["decay"] == pytest.approx(0.0, abs=1e-12)
         assert s["mean"] == pytest.approx(0.4) and s["recall"] == 0.0
-    assert all(math.isnan(v) for v in video_stats(np.zeros(0)).values())
+    empty = video_stats(np.zeros(0))
+    assert set(empty) == {"mean", "recall", "decay"} and all(math.isnan(v) for v in empty.values())
 
 
 # --------------------------------------------------------------------------------------------

@@ -16,7 +16,9 @@ NOTEBOOKS = ROOT / "notebooks"
 
 def test_notebooks_are_generated_and_committed_without_outputs():
     assert_tool_check_passes("make_notebooks.py")
-    for path in sorted(NOTEBOOKS.glob("*.ipynb")):
+    paths = sorted(NOTEBOOKS.glob("*.ipynb"))
+    assert paths, f"no notebooks in {NOTEBOOKS}"
+    for path in paths:
         nb = nbformat.read(path, as_version=4)
         code = [c for c in nb.cells if c.cell_type == "code"]
         assert code and all(not c.outputs and c.execution_count is None for c in code), path

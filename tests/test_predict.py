@@ -23,7 +23,7 @@ import pytest
 import SimpleITK as sitk
 from PIL import Image
 
-from tcmn.inference.io import open_video
+from tcmn.io import open_video
 
 REPO = Path(__file__).resolve().parents[1]
 CLI = Path(sys.executable).parent / "tcmn-predict"
@@ -71,7 +71,7 @@ def _two_objects(t: int) -> np.ndarray:
 
 def _write_folder(path: Path, frames: np.ndarray, names: list[str]) -> Path:
     path.mkdir(parents=True)
-    for f, name in zip(frames, names):
+    for f, name in zip(frames, names, strict=True):
         cv2.imwrite(str(path / f"{name}.png"), cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
     return path
 
@@ -321,7 +321,7 @@ def test_forward_only_from_a_middle_frame_leaves_earlier_frames_empty(tmp_path, 
 
 
 def test_grey_mask_with_soft_edges_is_one_object_but_a_label_map_is_kept(tmp_path):
-    from tcmn.inference.io import load_mask
+    from tcmn.io import load_mask
 
     soft = _disc(0, 255)
     ring = cv2.dilate(soft, np.ones((3, 3), np.uint8)) & ~soft  # anti-aliased edge pixels

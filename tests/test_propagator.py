@@ -7,9 +7,9 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from tcmn.inference.propagator import Propagator, propagate
+from tcmn.inference.memory import MemoryBank
+from tcmn.inference.session import InferenceSession
 from tcmn.models.encoders import QueryFeatures
-from tcmn.models.memory import MemoryBank
 from tcmn.models.network import TCMN
 
 CELL = 16
@@ -57,32 +57,37 @@ def moving_objects(t=12, h=96, w=128, reverse=False):
     return frames, labels
 
 
+def oracle(**settings) -> InferenceSession:
+    """An inference session over the oracle network."""
+    return InferenceSession.from_network(OracleTCMN(), settings)
+
+
+def labels_by_frame(session: InferenceSession, frames, given, **kw) -> dict[int, np.ndarray]:
+    """frame index -> predicted label map of one propagation."""
+    return {r.index: r.labels for r in session.propagate(frames, given, **kw)}
+
+
 @pytest.mark.parametrize("policy", ["unbounded", "fifo", "dynamic"])
 def test_oracle_recovers_known_motion(policy):
     frames, labels = moving_objects()
-    prop = Propagator(OracleTCMN(), dict(policy=policy, capacity_frames=3, mem_every=1, top_k=None))
-    out = {i: lab for i, lab, _ in propagate(prop, frames, {0: (labels[0], None)})}
+    s = oracle(policy=policy, capacity_frames=3, mem_every=1, top_k=None)
+    out = labels_by_frame(s, frames, {0: (labels[0], None)})
     assert sorted(out) == list(range(len(frames)))
     for i in range(1, len(frames)):
         np.testing.assert_array_equal(out[i], labels[i], err_msg=f"frame {i}")
-    assert prop.object_ids == [1, 2]
+    assert s.engine.object_ids == [1, 2]
 
 
 def test_backward_mirrors_forward_on_reversed_video():
     frames, labels = moving_objects()
     rf, rl = frames[::-1].copy(), labels[::-1].copy()
     cfg = dict(mem_every=2, top_k=None)
-    fwd = {i: lab for i, lab, _ in propagate(Propagator(OracleTCMN(), cfg), rf, {0: (rl[0], None)})}
+    fwd = labels_by_frame(oracle(**cfg), rf, {0: (rl[0], None)})
     n = len(frames)
-    bwd = {
-        i: lab
-        for i, lab, _ in propagate(
-            Propagator(OracleTCMN(), cfg),
-            frames,
-            {n - 1: (labels[n - 1], None)},
-            direction="backward",
-        )
-    }
+    bwd = labels_by_frame(
+        oracle(**cfg), frames, {n - 1: (labels[n - 1], None)}, direction="backward"
+    )
+    assert len(fwd) == len(bwd) == n
     for i in range(n):
         np.testing.assert_array_equal(bwd[n - 1 - i], fwd[i])
         np.testing.assert_array_equal(bwd[n - 1 - i], labels[n - 1 - i])
@@ -90,10 +95,9 @@ def test_backward_mirrors_forward_on_reversed_video():
 
 def test_both_directions_from_a_middle_frame():
     frames, labels = moving_objects()
-    prop = Propagator(OracleTCMN(), dict(mem_every=1, top_k=None))
-    out = {
-        i: lab for i, lab, _ in propagate(prop, frames, {5: (labels[5], None)}, direction="both")
-    }
+    out = labels_by_frame(
+        oracle(mem_every=1, top_k=None), frames, {5: (labels[5], None)}, direction="both"
+    )
     assert sorted(out) == list(range(len(frames)))
     for i, lab in out.items():
         np.testing.assert_array_equal(lab, labels[i])
@@ -103,9 +107,8 @@ def test_mask_at_a_later_frame_adds_an_object():
     frames, labels = moving_objects()
     only1 = np.where(labels[0] == 1, 1, 0).astype(np.uint8)
     only2 = np.where(labels[4] == 2, 2, 0).astype(np.uint8)
-    prop = Propagator(OracleTCMN(), dict(mem_every=1, top_k=None))
     given = {0: (only1, None), 4: (only2, None)}
-    out = {i: lab for i, lab, _ in propagate(prop, frames, given)}
+    out = labels_by_frame(oracle(mem_every=1, top_k=None), frames, given)
     for i in range(1, 4):
         np.testing.assert_array_equal(out[i], np.where(labels[i] == 1, 1, 0))
     for i in range(5, len(frames)):
@@ -114,36 +117,27 @@ def test_mask_at_a_later_frame_adds_an_object():
 
 def test_empty_given_mask_for_a_declared_object():
     frames, labels = moving_objects()
-    prop = Propagator(OracleTCMN(), dict(mem_every=1, top_k=None))
-    out = list(propagate(prop, frames, {0: (np.zeros_like(labels[0]), [1, 2])}))
-    assert all((lab == 0).all() for _, lab, _ in out)
+    s = oracle(mem_every=1, top_k=None)
+    out = list(s.propagate(frames, {0: (np.zeros_like(labels[0]), [1, 2])}))
+    assert len(out) == len(frames)
+    assert all((r.labels == 0).all() for r in out)
 
 
 def test_resized_processing_returns_native_size():
     frames, labels = moving_objects(h=96, w=128)
-    prop = Propagator(OracleTCMN(), dict(mem_every=1, top_k=None, size=256))
-    out = list(propagate(prop, frames, {0: (labels[0], None)}))
-    assert out[3][1].shape == (96, 128)
-    np.testing.assert_array_equal(out[3][1], labels[3])
+    out = labels_by_frame(oracle(mem_every=1, top_k=None, size=256), frames, {0: (labels[0], None)})
+    assert out[3].shape == (96, 128)
+    np.testing.assert_array_equal(out[3], labels[3])
 
 
 def test_bf16_matches_fp32_on_the_oracle():
     frames, labels = moving_objects()
-    a = [
-        lab
-        for _, lab, _ in propagate(
-            Propagator(OracleTCMN(), dict(top_k=None)), frames, {0: (labels[0], None)}
-        )
-    ]
-    b = [
-        lab
-        for _, lab, _ in propagate(
-            Propagator(OracleTCMN(), dict(top_k=None, precision="bf16", channels_last=True)),
-            frames,
-            {0: (labels[0], None)},
-        )
-    ]
-    for x, y in zip(a, b):
+    given = {0: (labels[0], None)}
+    a = list(labels_by_frame(oracle(top_k=None), frames, given).values())
+    bf16 = oracle(top_k=None, precision="bf16", channels_last=True)
+    b = list(labels_by_frame(bf16, frames, given).values())
+    assert len(a) == len(frames) > 1
+    for x, y in zip(a, b, strict=True):
         np.testing.assert_array_equal(x, y)
 
 

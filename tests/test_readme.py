@@ -20,6 +20,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
+CONF = ROOT / "conf"
 BIN = Path(sys.executable).parent
 
 #: command family -> the tests that run it at tiny size
@@ -110,7 +111,7 @@ def _jobs(argv: list[str]) -> list[list[str]]:
     parsed = OverridesParser.create().parse_overrides(args)
     sweeps = [list(o.sweep_string_iterator()) if o.is_sweep_override() else [] for o in parsed]
     keys = [o.get_key_element() for o in parsed]
-    first = [f"{k}={v[0]}" if v else a for k, v, a in zip(keys, sweeps, args)]
+    first = [f"{k}={v[0]}" if v else a for k, v, a in zip(keys, sweeps, args, strict=True)]
     jobs = [[argv[0], *first]]
     for i, v in enumerate(sweeps):
         for other in v[1:]:
@@ -127,16 +128,58 @@ def test_every_tcmn_command_of_the_readme_composes(tmp_path):
         results = list(pool.map(lambda a: _check(a, tmp_path), argvs))
     failed = [
         f"{c}\n  -> {(r.stderr or r.stdout).strip().splitlines()[-1:]}"
-        for c, r in zip(commands, results)
+        for c, r in zip(commands, results, strict=True)
         if r.returncode != 0
     ]
     assert not failed, "README commands that do not compose:\n" + "\n".join(failed)
-    # --cfg job printed the composed config: the overrides of the command are in it
-    for argv, r in zip(argvs, results):
+    # --cfg job printed the composed config: each value override of the command is at its key
+    assert len(argvs) == len(results)
+    checked = 0
+    for argv, r in zip(argvs, results, strict=True):
         if "--help" in argv:
             assert "experiment" in r.stdout
             continue
-        for tok in argv[1:]:
-            m = re.fullmatch(r"(?:\+)?(trainer\.[\w.]+|model\.loss\.beta|seed)=([^,\s]+).*", tok)
-            if m:
-                assert m.group(2) in r.stdout, (argv, tok)
+        if argv[0] == "tcmn-cv":
+            continue
+        checked += _check_values(argv, r.stdout)
+    assert checked >= 20, f"only {checked} value overrides checked"
+
+
+_MISSING = object()
+
+
+def _value_overrides(argv: list[str]) -> list[tuple[str, object]]:
+    """``(key, value)`` of each override of ``argv`` that sets a value of the job's config: not
+    a config group (a folder of ``conf/``, e.g. ``experiment=...``), not ``hydra.*``."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    toks = [t for t in argv[1:] if "=" in t and not t.startswith("-")]
+    out = []
+    for o in OverridesParser.create().parse_overrides(toks):
+        key = o.key_or_group
+        if key == "hydra" or key.startswith(("hydra.", "hydra/")) or o.is_delete():
+            continue
+        if (CONF / key.replace(".", "/")).is_dir():
+            continue
+        assert not o.is_sweep_override(), (argv, key)
+        out.append((key, o.value()))
+    return out
+
+
+def _check_values(argv: list[str], printed: str) -> int:
+    """Assert that the config ``printed`` by ``--cfg job`` holds each value override of ``argv``
+    at its exact key; return how many were checked."""
+    from omegaconf import DictConfig, ListConfig, OmegaConf
+
+    cfg = OmegaConf.create(printed)
+    assert isinstance(cfg, DictConfig), (argv, printed[:200])
+    overrides = _value_overrides(argv)
+    for key, want in overrides:
+        got = OmegaConf.select(cfg, key, default=_MISSING)
+        assert got is not _MISSING, f"{argv}: no key {key} in the printed config"
+        if isinstance(got, DictConfig | ListConfig):
+            got = OmegaConf.to_container(got)
+        assert got == want and type(got) is type(want), (
+            f"{argv}: {key} is {got!r} in the printed config, the command sets {want!r}"
+        )
+    return len(overrides)

@@ -227,7 +227,9 @@ def test_default_search_space_composes_into_valid_runs(tmp_path):
     }
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(0))
     trials = [study.ask() for _ in range(4)]
-    for overrides in impl._configure_trials(trials, space, fixed):
+    jobs = list(impl._configure_trials(trials, space, fixed))
+    assert len(jobs) == len(trials)
+    for overrides in jobs:
         job = compose_cfg("train", ["trainer.max_steps=100", *overrides], tmp_path)
         assert 1e-5 <= job.model.optimizer.lr <= 1e-3
         assert 0 <= job.model.loss.start_warm <= job.model.loss.end_warm <= 100

@@ -68,7 +68,9 @@ def test_one_training_step_changes_parameters(stage, tmp_path):
     opt.zero_grad()
     res.loss.backward()
     opt.step()
-    changed = sum(not torch.equal(a, b) for a, b in zip(before, module.parameters()))
+    after = list(module.parameters())
+    assert len(before) == len(after) > 0
+    changed = sum(not torch.equal(a, b) for a, b in zip(before, after, strict=True))
     assert changed > 0.9 * len(before)
     # frozen BatchNorm: statistics unchanged by a training forward
     bn = next(m for m in module.net.modules() if isinstance(m, torch.nn.BatchNorm2d))
@@ -107,9 +109,11 @@ def test_beta_zero_means_ltc_has_no_effect_on_gradients(tmp_path):
             ref.zero_grad()
             loss.backward()
             ref_grads = [p.grad for p in ref.parameters() if p.grad is not None]
-            for a, b in zip(grads[0.0], ref_grads):
+            assert len(grads[0.0]) == len(ref_grads) > 0
+            for a, b in zip(grads[0.0], ref_grads, strict=True):
                 torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
-    assert any(not torch.allclose(a, b) for a, b in zip(grads[0.0], grads[0.5]))
+    assert len(grads[0.0]) == len(grads[0.5]) > 0
+    assert any(not torch.allclose(a, b) for a, b in zip(grads[0.0], grads[0.5], strict=True))
 
 
 @pytest.mark.parametrize("experiment", TRAIN_EXPERIMENTS)
@@ -185,6 +189,7 @@ def test_resume_gives_the_same_state_as_an_uninterrupted_run(tmp_path):
     )
     a, b = _net_state(full["last_ckpt"]), _net_state(resumed["last_ckpt"])
     assert torch.load(resumed["last_ckpt"], weights_only=False)["global_step"] == 6
+    assert a and a.keys() == b.keys()
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6, msg=k)
     # and the run did move away from the half-way state
@@ -202,7 +207,9 @@ def test_init_from_loads_the_previous_stage(tmp_path):
         "train", TINY + ["stage=main", f"init_from={pre['last_ckpt']}"], tmp_path / "main"
     )
     module = TCMNModule(**{k: v for k, v in cfg.model.items() if k != "_target_"})
-    for k, v in _net_state(pre["last_ckpt"]).items():
+    pre_state = _net_state(pre["last_ckpt"])
+    assert pre_state and pre_state.keys() <= module.state_dict().keys()
+    for k, v in pre_state.items():
         torch.testing.assert_close(module.state_dict()[k], v)
     with pytest.raises(Exception, match="init_from checkpoint not found"):
         TCMNModule(
@@ -243,13 +250,13 @@ def test_non_finite_loss_stops_with_a_message_and_keeps_the_last_checkpoint(tmp_
     last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
     ck = torch.load(last, map_location="cpu", weights_only=False)
     assert ck["global_step"] == 2
-    assert all(torch.isfinite(v).all() for v in ck["state_dict"].values() if v.is_floating_point())
+    weights = [v for v in ck["state_dict"].values() if v.is_floating_point()]
+    assert weights and all(torch.isfinite(v).all() for v in weights)
 
 
 def test_eval_writes_tables_that_match_a_direct_computation(tmp_path):
     from tcmn.evaluation import numpy_item, predict_video
-    from tcmn.inference.propagator import Propagator
-    from tcmn.lit_module import load_module
+    from tcmn.inference.session import InferenceSession
     from tcmn.metrics import frame_scores
 
     train, _ = _run(tmp_path, "train", ["test=false", "trainer.check_val_every_n_epoch=100"])
@@ -286,15 +293,15 @@ def test_eval_writes_tables_that_match_a_direct_computation(tmp_path):
     on_disk = json.loads((out / "summary.json").read_text())
     assert on_disk["methods"]["tcmn"]["J"] == pytest.approx(summary["methods"]["tcmn"]["J"])
     # the first video's J recomputed directly
-    module = load_module(train["last_ckpt"])
     from hydra.utils import instantiate
 
     dm = instantiate(cfg.data, _convert_="all", test_part="test", num_workers=0, max_eval_videos=2)
     dm.prepare_data()
     dm.setup("test")
     item = numpy_item(next(iter(dm.test_dataloader())))
-    pred = predict_video(Propagator(module.net, module.propagation), item)
+    pred = predict_video(InferenceSession.load(train["last_ckpt"]), item)
     row = per_video[(per_video.method == "tcmn") & (per_video.video == item["video"])]
+    assert len(row) == len(item["objects"]) > 0
     for _, r in row.iterrows():
         oid = int(r["object"])
         scored = item["annotated"].copy()
@@ -309,7 +316,7 @@ def test_eval_summary_has_the_memory_diagnostics_of_every_video(tmp_path):
 
     from tcmn.diagnostics import mean_statistics
     from tcmn.evaluation import numpy_item, predict_video, video_diagnostics
-    from tcmn.inference.propagator import Propagator
+    from tcmn.inference.session import InferenceSession
     from tcmn.lit_module import load_module
 
     train, _ = _run(tmp_path, "train", ["test=false", "trainer.check_val_every_n_epoch=100"])
@@ -329,10 +336,11 @@ def test_eval_summary_has_the_memory_diagnostics_of_every_video(tmp_path):
     rows = []
     for item in dm.test_dataloader():
         item = numpy_item(item)
-        prop = Propagator(module.net, module.propagation)
-        predict_video(prop, item)
-        rows.append(video_diagnostics(prop, item, module.criterion.eps))
+        session = InferenceSession.from_network(module.net, module.propagation)
+        predict_video(session, item)
+        rows.append(video_diagnostics(session, item, module.criterion.eps))
         assert rows[-1]["memory_frames"] >= 3
+    assert len(rows) == diag["n_videos"]
     direct = mean_statistics(rows)
     for k in ("d12", "d23", "d13", "value_norm", "tc_term", "mask_signal"):
         assert np.isfinite(diag[k]) and diag[k] == pytest.approx(direct[k], rel=1e-5), k

@@ -111,19 +111,21 @@ plt.show()""",
         "md",
         """## 3. Propagate one video from its first mask
 
-`Propagator` is the streaming engine behind validation, `tcmn-eval` and `tcmn-predict`: the first
-frame and its mask go into memory, every later frame is segmented from memory, every 5th frame
-joins the memory.""",
+`InferenceSession` is how validation, `tcmn-eval`, `tcmn-predict` and the benchmarks propagate: it
+reads the checkpoint with its propagation settings, puts the first frame and its mask into
+memory, segments every later frame from memory and adds every 5th frame to the memory. Each
+frame's result streams out with its label map, probabilities and a confidence.""",
     ),
     (
         "code",
-        """from tcmn.inference.propagator import Propagator, propagate
-from tcmn.lit_module import load_module
+        """from tcmn.inference.session import InferenceSession
 from tcmn.viz import figure2_panel
 
-module = load_module(main["last_ckpt"])
-propagator = Propagator(module.net, module.propagation)
-pred = {t: lab for t, lab, _ in propagate(propagator, frames, {0: (labels[0], None)})}
+session = InferenceSession.load(main["last_ckpt"])
+print("propagation settings:", session.settings.to_dict())
+results = list(session.propagate(frames, {0: (labels[0], None)}))
+pred = {r.index: r.labels for r in results}
+print("confidence per frame:", [round(r.confidence, 2) for r in results])
 shown = list(range(1, len(frames), max(1, len(frames) // 5)))
 panels = [figure2_panel(frames[0], given=labels[0])] + [figure2_panel(frames[t], pred=pred[t], gt=labels[t]) for t in shown]
 plt.figure(figsize=(14, 3))

@@ -39,14 +39,15 @@ import psutil
 import torch
 
 from tcmn.errors import TCMNError
-from tcmn.inference.propagator import Propagator, PropagatorConfig
+from tcmn.inference.memory import POLICIES
+from tcmn.inference.propagator import Propagator
+from tcmn.inference.session import InferenceSession
 from tcmn.models.network import TCMN, pad_divisible
 from tcmn.utils.atomic import atomic_write_text
 
 log = logging.getLogger(__name__)
 
 #: Memory policies, in the order the tables list them.
-POLICIES = ("unbounded", "fifo", "dynamic")
 
 
 def _timeit(fn, repeats: int, warmup: int = 1) -> float:
@@ -138,12 +139,9 @@ def bench_precision(
     setups = []
     for j, (precision, channels_last) in enumerate(modes):
         net = model if j == 0 and not channels_last else copy.deepcopy(model)
-        prop = Propagator(
-            net,
-            PropagatorConfig(
-                precision=precision, channels_last=channels_last, device=device, mem_every=1
-            ),
-        )
+        prop = InferenceSession.from_network(
+            net, dict(precision=precision, channels_last=channels_last, device=device, mem_every=1)
+        ).engine
         for _ in range(memory_frames):
             prop.step(frame, mask)
         prop.cfg.mem_every = 10**9  # timed steps store nothing: the value pass is timed apart
@@ -203,7 +201,7 @@ def bench_policies(
     window: int = 9,
     capacity_frames: int = 10,
     precision: str = "bf16",
-    policies: Sequence[str] = POLICIES,
+    policies: Sequence[str] = tuple(POLICIES),
     device: str = "cpu",
     mem_every: int = 5,
 ) -> list[dict[str, Any]]:
@@ -246,15 +244,17 @@ def bench_policies(
     proc = psutil.Process()
     rows = []
     for policy in policies:
-        cfg = PropagatorConfig(
-            policy=policy,
-            capacity_frames=None if policy == "unbounded" else capacity_frames,
-            precision=precision,
-            channels_last=precision != "fp32",
-            device=device,
-            mem_every=mem_every,
-        )
-        prop = Propagator(model, cfg)
+        prop = InferenceSession.from_network(
+            model,
+            dict(
+                policy=policy,
+                capacity_frames=capacity_frames if POLICIES[policy][0] else None,
+                precision=precision,
+                channels_last=precision != "fp32",
+                device=device,
+                mem_every=mem_every,
+            ),
+        ).engine
         steps: list[float] = []
         encs: list[float] = []
         marks = {}
@@ -320,7 +320,7 @@ def bench_accuracy(
     items: Iterable[Mapping[str, Any]],
     vocab: Mapping[str, Sequence[str]],
     propagation: Mapping[str, Any] | None = None,
-    policies: Sequence[str] = POLICIES,
+    policies: Sequence[str] = tuple(POLICIES),
     capacity_frames: int = 3,
     device: str = "cpu",
 ) -> list[dict[str, Any]]:
@@ -349,10 +349,11 @@ def bench_accuracy(
     metrics = {p: VOSMetric(**vocab) for p in [*policies, "copy_first_mask"]}
     seconds = dict.fromkeys(policies, 0.0)
     n_frames = 0
-    props = {
-        p: Propagator(
+    sessions = {
+        p: InferenceSession.from_network(
             model,
-            {**base, "policy": p, "capacity_frames": None if p == "unbounded" else capacity_frames},
+            base,
+            {"policy": p, "capacity_frames": capacity_frames if POLICIES[p][0] else None},
         )
         for p in policies
     }
@@ -362,9 +363,9 @@ def bench_accuracy(
             continue
         args = metric_args(item)
         n_frames += len(item["labels"])
-        for p, prop in props.items():
+        for p, session in sessions.items():
             t = time.perf_counter()
-            pred = predict_video(prop, item)
+            pred = predict_video(session, item)
             seconds[p] += time.perf_counter() - t
             metrics[p].update(pred, **args)
         metrics["copy_first_mask"].update(copy_first_mask(item), **args)
@@ -375,7 +376,8 @@ def bench_accuracy(
     rows = []
     for name, metric in metrics.items():
         s = metric.compute().summary
-        prop = props.get(name)
+        session = sessions.get(name)
+        prop = None if session is None else session.engine
         rows.append(
             dict(
                 method=name,
@@ -614,10 +616,8 @@ def run_inference(cfg: Any) -> tuple[dict[str, list[dict[str, Any]]], dict[str, 
 def _accuracy(cfg: Any, a: Mapping[str, Any], device: str):
     from hydra.utils import instantiate
 
-    from tcmn.lit_module import load_module
-
-    module = load_module(cfg.ckpt)
-    propagation = {**module.propagation.to_dict(), **dict(a.get("propagation") or {})}
+    session = InferenceSession.load(cfg.ckpt, a.get("propagation"), device)
+    propagation = session.settings.to_dict()
     extra = {} if a.get("max_videos") is None else {"max_eval_videos": int(a["max_videos"])}
     dm = instantiate(cfg.data, _convert_="all", num_workers=0, **extra)
     dm.prepare_data()
@@ -625,7 +625,7 @@ def _accuracy(cfg: Any, a: Mapping[str, Any], device: str):
     vocab = dict(datasets=dm.dataset_names(), classes=dm.class_names(), videos=dm.video_names())
     log.info("accuracy: %s on %s (val)", a, vocab["datasets"])
     rows = bench_accuracy(
-        module.net,
+        session.net,
         dm.val_dataloader(),
         vocab,
         propagation,

@@ -150,7 +150,7 @@ class WandbMedia(pl.Callback):
     After every validation (and the test) it logs
 
     * ``<val|test>/overlays``: for the first ``n_videos`` videos that rank 0 evaluated, a Fig. 2
-      strip (:func:`tcmn.experiment.overlay_strip`): the given first-frame mask (green), then
+      strip (:func:`tcmn.viz.overlay_strip`): the given first-frame mask (green), then
       ``n_frames - 1`` later frames with the prediction (red) and the ground-truth contour (white);
     * ``<val|test>/per_video``, ``per_dataset``, ``per_class``: the :class:`tcmn.metrics.VOSResult`
       tables of the model (``TCMNModule.last_results``) as ``wandb.Table``.
@@ -197,7 +197,7 @@ class WandbMedia(pl.Callback):
         if not isinstance(outputs, Mapping) or outputs.get("pred") is None:
             return
         from tcmn.evaluation import numpy_item
-        from tcmn.experiment import overlay_strip
+        from tcmn.viz import overlay_strip
 
         item = numpy_item(batch)
         if not item["given_frames"]:
@@ -233,3 +233,14 @@ class WandbMedia(pl.Callback):
 
     def on_test_end(self, trainer: pl.Trainer, pl_module) -> None:
         self._log(trainer, pl_module, "test")
+
+
+def checkpoint_paths(trainer: pl.Trainer) -> tuple[str | None, str | None]:
+    """(best checkpoint by the monitored metric, latest checkpoint) of a trainer's callbacks."""
+    best = next(
+        (cb.best_model_path for cb in trainer.checkpoint_callbacks if cb.best_model_path), None
+    )
+    last = next(
+        (cb.last_model_path for cb in trainer.callbacks if isinstance(cb, LastCheckpoint)), None
+    )
+    return best, last or None

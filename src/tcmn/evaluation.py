@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 
 from tcmn.diagnostics import relative_change, value_statistics
-from tcmn.inference.propagator import Propagator, propagate
+from tcmn.inference.session import InferenceSession
 
 CONTROLS = ("empty", "flip", "shift")
 
@@ -44,29 +44,23 @@ def given_masks(
 
 
 def predict_video(
-    propagator: Propagator, item: Mapping, given: Mapping | None = None
+    session: InferenceSession, item: Mapping, given: Mapping | None = None
 ) -> np.ndarray:
-    """Propagate the given masks through the item's frames.
+    """Propagate the given masks through the item's frames (forward from the first given frame).
 
     Returns uint8 ``[T, H, W]`` labels at the native (label) resolution; frames before the first
     given frame are 0.
     """
     labels = np.asarray(item["labels"])
-    t, h, w = labels.shape
     given = given_masks(item) if given is None else given
-    out = np.zeros((t, h, w), np.uint8)
-    if not given:
-        return out
-    for i, lab, _ in propagate(propagator, item["frames"], given, out_size=(h, w)):
-        out[i] = lab
-    return out
+    return session.predict_labels(item["frames"], given, tuple(labels.shape[1:]))
 
 
-def video_diagnostics(propagator: Propagator, item: Mapping, eps: float = 1e-3) -> dict:
+def video_diagnostics(session: InferenceSession, item: Mapping, eps: float = 1e-3) -> dict:
     """The value diagnostics (:mod:`tcmn.diagnostics`) of one propagated video.
 
     Call it right after :func:`predict_video` with the true given masks: eq. 1's distances are
-    those of the values in ``propagator``'s memory bank (the given frame, then every
+    those of the values in the session's memory bank (the given frame, then every
     ``mem_every``-th predicted frame, in frame order), and the mask signal compares the given
     frame's value with its true mask and with an empty one.
 
@@ -75,6 +69,7 @@ def video_diagnostics(propagator: Propagator, item: Mapping, eps: float = 1e-3) 
     """
     import torch
 
+    propagator = session.engine
     mem = propagator.memory
     order = np.argsort(mem.frame_ids, kind="stable")
     values = mem.values[:, :, :, torch.as_tensor(order, dtype=torch.long)]  # [1, O, C, T, h, w]

@@ -92,7 +92,7 @@ def compose_config(
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import open_dict
 
-    from tcmn.cli._common import CONF_DIR
+    from tcmn.utils.paths import CONF_DIR
 
     root = Path(output_dir).resolve()
     GlobalHydra.instance().clear()
@@ -108,19 +108,6 @@ def compose_config(
         cfg.hydra.job.num = 0
     HydraConfig().set_config(cfg)
     return cfg
-
-
-def checkpoint_paths(trainer: pl.Trainer) -> tuple[str | None, str | None]:
-    """(best checkpoint by the monitored metric, latest checkpoint) of a trainer's callbacks."""
-    from tcmn.callbacks import LastCheckpoint
-
-    best = next(
-        (cb.best_model_path for cb in trainer.checkpoint_callbacks if cb.best_model_path), None
-    )
-    last = next(
-        (cb.last_model_path for cb in trainer.callbacks if isinstance(cb, LastCheckpoint)), None
-    )
-    return best, last or None
 
 
 def run_train(cfg: DictConfig) -> dict[str, Any]:
@@ -172,6 +159,8 @@ def run_train(cfg: DictConfig) -> dict[str, Any]:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
         summary["val"] = _floats(trainer.callback_metrics)
     summary["train_seconds"] = round(time.time() - t0, 1)
+    from tcmn.callbacks import checkpoint_paths
+
     best, last = checkpoint_paths(trainer)
     summary["best_ckpt"], summary["last_ckpt"] = best, last
     if cfg.get("test", False) and not getattr(trainer, "fast_dev_run", False):
@@ -262,7 +251,9 @@ def run_eval(cfg: DictConfig) -> dict[str, Any]:
 
     Methods scored side by side: ``tcmn`` (the model), ``copy_first_mask`` (baseline) and, with
     ``controls``, ``control_empty`` / ``control_flip`` / ``control_shift`` (wrong first masks).
-    The mask dependence is J(tcmn) - max J(controls), per dataset and per class.
+    The mask dependence is J(tcmn) - max J(controls), per dataset and per class. With
+    ``save_masks`` the model's label maps are written in the DAVIS layout
+    (``masks/<video>/<frame>.png``, the ground truth's names and size).
     """
     import pandas as pd
     from tqdm import tqdm
@@ -279,19 +270,15 @@ def run_eval(cfg: DictConfig) -> dict[str, Any]:
         restrict_classes,
         video_diagnostics,
     )
-    from tcmn.inference.propagator import Propagator
-    from tcmn.lit_module import load_module
+    from tcmn.inference.session import InferenceSession
+    from tcmn.io import write_label_maps
     from tcmn.metrics import VOSMetric, frame_scores
 
     out_dir = Path(cfg.paths.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    module = load_module(cfg.ckpt)
-    prop_cfg = {
-        **module.propagation.to_dict(),
-        **dict(cfg.get("propagation") or {}),
-        "device": cfg.device,
-    }
-    propagator = Propagator(module.net, prop_cfg)
+    session = InferenceSession.load(cfg.ckpt, cfg.get("propagation"), cfg.device)
+    prop_cfg = session.settings.to_dict()
+    eps = float(dict(session.hparams.get("loss") or {}).get("eps", 1e-3))
     dm = instantiate(
         cfg.data,
         _convert_="all",
@@ -315,11 +302,11 @@ def run_eval(cfg: DictConfig) -> dict[str, Any]:
         item = restrict_classes(numpy_item(item), cfg.get("classes"))
         if not item["given_frames"]:
             continue
-        preds = {"tcmn": predict_video(propagator, item), "copy_first_mask": copy_first_mask(item)}
-        diag_rows.append(video_diagnostics(propagator, item, module.criterion.eps))
+        preds = {"tcmn": predict_video(session, item), "copy_first_mask": copy_first_mask(item)}
+        diag_rows.append(video_diagnostics(session, item, eps))
         for c in CONTROLS if cfg.controls else ():
             wrong = given_masks(item, control_labels(item, c, cfg.seed))
-            preds[f"control_{c}"] = predict_video(propagator, item, wrong)
+            preds[f"control_{c}"] = predict_video(session, item, wrong)
         args = metric_args(item)
         for m, p in preds.items():
             metrics[m].update(p, **args)
@@ -341,6 +328,13 @@ def run_eval(cfg: DictConfig) -> dict[str, Any]:
                             Dice=sc["Dice"][j],
                         )
                     )
+        if cfg.get("save_masks"):
+            sub = (
+                item["video"]
+                if len(vocab["datasets"]) == 1
+                else f"{item['dataset']}__{item['video']}"
+            )
+            write_label_maps(out_dir / "masks" / sub, item["stems"], preds["tcmn"])
         if n_done < cfg.n_overlays:
             write_overlay(
                 overlay_dir / f"{item['dataset']}__{item['video']}.png",
@@ -378,6 +372,8 @@ def run_eval(cfg: DictConfig) -> dict[str, Any]:
         "classes": list(cfg.classes) if cfg.get("classes") else None,
         "n_videos": n_done,
         "propagation": prop_cfg,
+        "weights": session.weights,
+        "masks": str(out_dir / "masks") if cfg.get("save_masks") else None,
         "methods": {m: r.summary for m, r in results.items()},
         # eq. 1's distances of the memory values, value norm, mask signal (tcmn.diagnostics)
         "diagnostics": mean_statistics(diag_rows),
@@ -425,49 +421,15 @@ def format_table(per_dataset, dependence: dict | None = None) -> str:
 
 
 def write_overlay(path: Path, item: dict, pred, n_frames: int) -> None:
-    """Write :func:`overlay_strip` of a video as a PNG (atomically)."""
+    """Write :func:`tcmn.viz.overlay_strip` of a video as a PNG (atomically)."""
     import cv2
+
+    from tcmn.viz import overlay_strip
 
     img = overlay_strip(item, pred, n_frames)
     ok, buf = cv2.imencode(".png", cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
     with atomic_write(path) as f:
         f.write(buf.tobytes())
-
-
-def overlay_strip(item: dict, pred, n_frames: int):
-    """A Fig. 2 style strip: the given frame (mask in green), then predictions (red) with the
-    ground-truth contour (white) on ``n_frames - 1`` evenly spaced later annotated frames.
-
-    Args:
-        item: a whole-video item with numpy ``frames`` (uint8 ``[T, h, w, 3]``), ``labels``
-            (uint8 ``[T, H, W]``), ``annotated`` (bool ``[T]``) and ``given_frames``.
-        pred: predicted labels, uint8 ``[T, H, W]``.
-        n_frames: panels in the strip (the given frame included).
-    Returns:
-        uint8 RGB ``[H, n * W, 3]``, ``n <= n_frames`` panels at the label resolution.
-    """
-    import cv2
-    import numpy as np
-
-    from tcmn.viz import figure2_panel, strip
-
-    labels, frames = item["labels"], item["frames"]
-    t0 = min(item["given_frames"].values())
-    later = [t for t in np.flatnonzero(item["annotated"]) if t > t0]
-    pick = (
-        [later[int(i)] for i in np.linspace(0, len(later) - 1, min(n_frames - 1, len(later)))]
-        if later
-        else []
-    )
-    h, w = labels.shape[1:]
-
-    def frame_at(t):
-        f = frames[t]
-        return cv2.resize(f, (w, h), interpolation=cv2.INTER_LINEAR) if f.shape[:2] != (h, w) else f
-
-    panels = [figure2_panel(frame_at(t0), given=labels[t0])]
-    panels += [figure2_panel(frame_at(t), pred=pred[t], gt=labels[t]) for t in pick]
-    return strip(panels, ncols=len(panels))
 
 
 def log_eval_to_wandb(cfg: DictConfig, summary: dict, tables: dict, overlay_dir: Path) -> None:

@@ -29,6 +29,7 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import OmegaConf
 
+from tcmn.callbacks import checkpoint_paths
 from tcmn.diagnostics import (
     collapse_message,
     is_collapsed,
@@ -38,7 +39,8 @@ from tcmn.diagnostics import (
 )
 from tcmn.errors import TCMNError
 from tcmn.evaluation import copy_first_mask, metric_args, numpy_item, predict_video
-from tcmn.inference.propagator import Propagator, PropagatorConfig
+from tcmn.inference.propagator import PropagatorConfig
+from tcmn.inference.session import InferenceSession
 from tcmn.losses import TCMNLoss
 from tcmn.metrics import VOSMetric
 from tcmn.models.backbones import freeze_batchnorm
@@ -122,7 +124,7 @@ class TCMNModule(pl.LightningModule):
             self.net.to_channels_last(True)
         self.criterion = TCMNLoss(**{"value_dim": self.net.value_dim, **loss, "stage": stage})
         self._collapse_warned: set[str] = set()
-        self.propagation = PropagatorConfig.from_dict(propagation)
+        self.propagation = PropagatorConfig.from_dict(propagation).check()
         if init_from:
             self.load_network_weights(init_from)
         self._t_batch: float | None = None
@@ -184,8 +186,6 @@ class TCMNModule(pl.LightningModule):
     def training_step(self, batch: Mapping, batch_idx: int) -> torch.Tensor:
         out, res = self(batch)
         if not torch.isfinite(res.loss):
-            from tcmn.experiment import checkpoint_paths
-
             ckpt = checkpoint_paths(self.trainer)[1] or "none yet"
             raise NonFiniteLossError(
                 f"the training loss became {res.loss.item()} at step {self.global_step} "
@@ -304,12 +304,15 @@ class TCMNModule(pl.LightningModule):
         self.val_metric = VOSMetric(**kw).to(self.device)
         self.val_baseline = VOSMetric(**kw).to(self.device)
 
-    def propagator(self) -> Propagator:
-        """A propagator over this module's network with the configured memory rules."""
-        cfg = PropagatorConfig(
-            **{**self.propagation.to_dict(), "device": str(self.device), "channels_last": False}
+    def inference_session(self) -> InferenceSession:
+        """An inference session over this module's network with the configured propagation."""
+        return InferenceSession.from_network(
+            self.net,
+            self.propagation,
+            {"channels_last": False},
+            device=str(self.device),
+            weights="training",
         )
-        return Propagator(self.net, cfg)
 
     def on_validation_epoch_start(self) -> None:
         if self.val_metric is None:
@@ -326,7 +329,7 @@ class TCMNModule(pl.LightningModule):
         which callbacks receive as ``outputs`` (:class:`tcmn.callbacks.WandbMedia` draws overlays).
         """
         item = numpy_item(item)
-        pred = predict_video(self.propagator(), item)
+        pred = predict_video(self.inference_session(), item)
         base = copy_first_mask(item)
         args = metric_args(item)
         self.val_metric.update(pred, **args)

@@ -179,3 +179,34 @@ def strip(
         y, x = r * (h + gap), c * (w + gap)
         out[y : y + im.shape[0], x : x + im.shape[1]] = im
     return out
+
+
+def overlay_strip(item: dict, pred, n_frames: int):
+    """A Fig. 2 style strip: the given frame (mask in green), then predictions (red) with the
+    ground-truth contour (white) on ``n_frames - 1`` evenly spaced later annotated frames.
+
+    Args:
+        item: a whole-video item with numpy ``frames`` (uint8 ``[T, h, w, 3]``), ``labels``
+            (uint8 ``[T, H, W]``), ``annotated`` (bool ``[T]``) and ``given_frames``.
+        pred: predicted labels, uint8 ``[T, H, W]``.
+        n_frames: panels in the strip (the given frame included).
+    Returns:
+        uint8 RGB ``[H, n * W, 3]``, ``n <= n_frames`` panels at the label resolution.
+    """
+    labels, frames = item["labels"], item["frames"]
+    t0 = min(item["given_frames"].values())
+    later = [t for t in np.flatnonzero(item["annotated"]) if t > t0]
+    pick = (
+        [later[int(i)] for i in np.linspace(0, len(later) - 1, min(n_frames - 1, len(later)))]
+        if later
+        else []
+    )
+    h, w = labels.shape[1:]
+
+    def frame_at(t):
+        f = frames[t]
+        return cv2.resize(f, (w, h), interpolation=cv2.INTER_LINEAR) if f.shape[:2] != (h, w) else f
+
+    panels = [figure2_panel(frame_at(t0), given=labels[t0])]
+    panels += [figure2_panel(frame_at(t), pred=pred[t], gt=labels[t]) for t in pick]
+    return strip(panels, ncols=len(panels))

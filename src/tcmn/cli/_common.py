@@ -7,12 +7,8 @@ import logging
 import os
 import sys
 from collections.abc import Callable
-from pathlib import Path
 
 from tcmn.errors import TCMNError
-
-#: The Hydra config tree (``conf/`` at the repository root; override with $TCMN_CONF_DIR).
-CONF_DIR = str(Path(os.environ.get("TCMN_CONF_DIR", Path(__file__).resolve().parents[3] / "conf")))
 
 log = logging.getLogger("tcmn")
 

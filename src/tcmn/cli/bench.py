@@ -23,8 +23,9 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from tcmn.cli._common import CONF_DIR, setup_env, user_errors
+from tcmn.cli._common import setup_env, user_errors
 from tcmn.errors import TCMNError
+from tcmn.utils.paths import CONF_DIR
 
 log = logging.getLogger("tcmn.bench")
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from tcmn.cli._common import CONF_DIR, setup_env, user_errors
+from tcmn.cli._common import setup_env, user_errors
+from tcmn.utils.paths import CONF_DIR
 
 
 def evaluate(cfg: DictConfig) -> dict:

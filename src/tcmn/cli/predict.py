@@ -7,8 +7,10 @@
     tcmn-predict input=echo.nii.gz mask=ed.nii.gz ckpt=... out=...             # NIfTI in and out
 
 Reads the video (frames decoded ahead of the network in a reader thread), propagates the mask
-with the streaming :class:`~tcmn.inference.propagator.Propagator` (forward from frame 0; forward
-and backward from a later ``mask_frame``) and writes, atomically, one PNG label map per frame
+with an :class:`~tcmn.inference.session.InferenceSession` (forward from frame 0; forward and
+backward from a later ``mask_frame``) at the checkpoint's propagation settings (its ``size``,
+``mem_every``, ``top_k`` ...: what ``tcmn-eval`` measured) unless ``propagation.*`` overrides
+them, and writes, atomically, one PNG label map per frame
 (named after the input's frames), an overlay video and (for NIfTI input) a NIfTI label sequence
 with the input's geometry, plus ``manifest.json``. See ``conf/predict.yaml``.
 
@@ -21,14 +23,15 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from tcmn.cli._common import CONF_DIR, setup_env, user_errors
+from tcmn.cli._common import setup_env, user_errors
 from tcmn.errors import TCMNError
+from tcmn.utils.paths import CONF_DIR
 
 log = logging.getLogger("tcmn.predict")
 
@@ -51,8 +54,8 @@ def predict(cfg: DictConfig) -> dict:
     import numpy as np
     from tqdm import tqdm
 
-    from tcmn.inference.io import PredictionWriter, check_writable, load_mask, open_video
-    from tcmn.inference.propagator import Propagator, PropagatorConfig, propagate
+    from tcmn.inference.session import InferenceSession, settle
+    from tcmn.io import FrameReader, PredictionWriter, check_writable, load_mask, open_video
 
     for key in ("input", "mask", "out"):
         if OmegaConf.is_missing(cfg, key) or cfg[key] in (None, ""):
@@ -62,26 +65,29 @@ def predict(cfg: DictConfig) -> dict:
             )
     out = check_writable(cfg.out)
     check_output_folder(out, [Path(str(cfg.input)), Path(str(cfg.mask))])
+    overrides = OmegaConf.to_container(cfg.propagation, resolve=True)
+    settle(None, overrides, str(cfg.device))  # bad settings fail before any reading
     with open_video(cfg.input) as src:
         n = len(src)
         k = _mask_frame(cfg.mask_frame, n, cfg.input)
         mask = load_mask(cfg.mask, size=src.size, resize=bool(cfg.resize_mask), frame=k)
         direction = resolve_direction(str(cfg.direction), k, n)
-        net, weights = _network(cfg)
-        prop_cfg = {**OmegaConf.to_container(cfg.propagation, resolve=True), "device": cfg.device}
-        try:
-            prop = Propagator(net, PropagatorConfig.from_dict(prop_cfg))
-        except ValueError as e:
-            raise TCMNError(f"propagation={prop_cfg}: {e}") from e
+        session = InferenceSession.load(
+            cfg.ckpt,
+            overrides,
+            str(cfg.device),
+            OmegaConf.to_container(cfg.model.net, resolve=True),
+        )
         settings = {
             "input": str(cfg.input),
             "mask": str(cfg.mask),
             "mask_frame": k,
             "ckpt": cfg.ckpt,
-            "weights": weights,
+            "weights": session.weights,
             "direction": direction,
             "objects_given": sorted(int(i) for i in np.unique(mask) if i),
-            "propagation": prop.cfg.to_dict(),
+            # what ran: the checkpoint's propagation settings, then the user's overrides
+            "propagation": session.settings.to_dict(),
         }
         overlay = bool(cfg.write_overlay)
         reader = FrameReader(src)
@@ -99,10 +105,10 @@ def predict(cfg: DictConfig) -> dict:
             tqdm(total=n, unit="frame", desc="propagating") as bar,
         ):
             try:
-                for i, lab, _ in propagate(
-                    prop, src, {k: (mask, None)}, direction=direction, frame_source=reader
+                for r in session.propagate(
+                    src, {k: (mask, None)}, direction=direction, frame_source=reader
                 ):
-                    writer.write(i, lab, reader.frame(i) if overlay else None)
+                    writer.write(r.index, r.labels, reader.frame(r.index) if overlay else None)
                     propagated += 1
                     bar.update(1)
                     bar.set_postfix(fps=f"{bar.n / (time.perf_counter() - t0):.1f}")
@@ -129,59 +135,11 @@ def predict(cfg: DictConfig) -> dict:
     fps = n / max(elapsed, 1e-9)
     log.info("%d frames in %.1fs (%.1f FPS), written to %s", n, elapsed, fps, out)
     print(f"masks for {n} frames written to {out} ({fps:.1f} FPS)")
-    if weights == "untrained":
+    if session.weights == "untrained":
         print(
             "note: no checkpoint was given (ckpt=...), so these masks come from UNTRAINED weights."
         )
     return {"out": str(out), "frames": n, "fps": fps, "propagated": propagated}
-
-
-class FrameReader:
-    """``frame_source`` for :func:`~tcmn.inference.propagator.propagate` over a
-    :class:`~tcmn.inference.io.VideoSource`.
-
-    ``reader(indices)`` yields the frames (uint8 RGB ``[H, W, 3]``) of ``indices`` (consecutive,
-    increasing or decreasing), decoded ahead in a :func:`~tcmn.inference.io.prefetch` thread.
-    The frame handed out last stays available as :meth:`frame` for the overlay, so the source
-    is never read from two threads at once (a video capture is not thread-safe). Only one
-    read-ahead thread runs at a time: a new call, or :meth:`close`, stops the previous one.
-    """
-
-    def __init__(self, source):
-        self.source = source
-        self._last: tuple[int, object] | None = None
-        self._it = None
-
-    def __call__(self, indices: Iterable[int]) -> Iterator:
-        from tcmn.inference.io import prefetch
-
-        self.close()
-        idx = list(indices)
-        if not idx:
-            return iter(())
-        n = len(self.source)
-        step = 1 if len(idx) < 2 or idx[1] > idx[0] else -1
-        stop = idx[-1] + step
-        frames = self.source.iter(idx[0], stop if 0 <= stop < n else None, step)
-        self._it = prefetch(frames)
-        return self._gen(self._it)
-
-    def _gen(self, it) -> Iterator:
-        for i, frame in it:
-            self._last = (i, frame)
-            yield frame
-
-    def frame(self, index: int):
-        """The frame ``index``, which must be the one handed out last (uint8 ``[H, W, 3]``)."""
-        if self._last is None or self._last[0] != index:
-            raise RuntimeError(f"frame {index} is not the frame read last")
-        return self._last[1]
-
-    def close(self) -> None:
-        """Stop the read-ahead thread of the previous call (no-op when none runs)."""
-        if self._it is not None:
-            self._it.close()
-            self._it = None
 
 
 def resolve_direction(direction: str, mask_frame: int, n_frames: int) -> str:
@@ -248,7 +206,7 @@ def check_output_folder(out: Path, inputs: Sequence[Path]) -> None:
     """
     import json
 
-    from tcmn.inference.io import MANIFEST_FORMAT, MANIFEST_NAME
+    from tcmn.io import MANIFEST_FORMAT, MANIFEST_NAME
 
     target = out.resolve()
     for p in inputs:
@@ -270,21 +228,6 @@ def check_output_folder(out: Path, inputs: Sequence[Path]) -> None:
             f"{out}: the folder exists and holds other files (not an earlier tcmn-predict "
             "output), and the outputs replace it as a whole; choose a new or empty output folder."
         )
-
-
-def _network(cfg: DictConfig):
-    """The network to propagate with and a word for the manifest (the checkpoint or untrained)."""
-    from tcmn.models.network import TCMN
-
-    if cfg.ckpt:
-        from tcmn.lit_module import load_module  # imports Lightning: only when needed
-
-        return load_module(cfg.ckpt).net, str(cfg.ckpt)
-    log.warning(
-        "no checkpoint given (ckpt=...): predictions come from UNTRAINED weights and will be "
-        "meaningless; pass ckpt=PATH to a .ckpt written by tcmn-train."
-    )
-    return TCMN(**OmegaConf.to_container(cfg.model.net, resolve=True)), "untrained"
 
 
 @hydra.main(config_path=CONF_DIR, config_name="predict", version_base="1.3")

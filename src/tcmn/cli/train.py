@@ -21,7 +21,8 @@ import traceback
 import hydra
 from omegaconf import DictConfig
 
-from tcmn.cli._common import CONF_DIR, setup_env, user_errors
+from tcmn.cli._common import setup_env, user_errors
+from tcmn.utils.paths import CONF_DIR
 
 log = logging.getLogger("tcmn.train")
 

@@ -437,7 +437,8 @@ class WholeVideoDataset(Dataset):
         ``[T, H, W]`` at native size with the original object ids; ``annotated`` bool ``[T]``;
         ``objects`` {id: class name} for the objects present in some annotated frame;
         ``given_frames`` {id: first annotated frame where the object is present};
-        ``video`` str; ``dataset`` str; ``index`` int.
+        ``video`` str; ``dataset`` str; ``index`` int; ``stems`` the frames' file names
+        without extension (``[T]`` str), which predictions written per frame reuse.
     """
 
     def __init__(
@@ -464,6 +465,7 @@ class WholeVideoDataset(Dataset):
             "video": video,
             "dataset": ds.name,
             "index": int(index),
+            "stems": meta.stems,
         }
 
 

@@ -36,9 +36,11 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from PIL import Image
 
 from tcmn.errors import TCMNError
+from tcmn.io.formats import IMAGE_EXTS
+from tcmn.io.images import read_frame, write_png
+from tcmn.io.masks import read_label_map
 from tcmn.utils.atomic import atomic_write, atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -48,7 +50,6 @@ FORMAT = "tcmn-prepared"
 VERSION = 1
 IMAGE_DIR = "JPEGImages"
 MASK_DIR = "Annotations"
-IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 
 @dataclass
@@ -122,64 +123,6 @@ class VideoMeta:
                 f"{where}: the entry of video '{name}' is malformed ({e!r}); "
                 "re-run `tcmn-prepare` to rewrite it."
             ) from e
-
-
-def read_label_map(path: Path) -> np.ndarray:
-    """Read an annotation PNG as a uint8 ``[H, W]`` label map (palette indices kept as labels)."""
-    try:
-        with Image.open(path) as im:
-            if im.mode in ("P", "L"):
-                arr = np.asarray(im)
-            elif im.mode in ("I;16", "I"):
-                arr = np.asarray(im)
-                if arr.max() > 255:
-                    raise TCMNError(
-                        f"{path}: the label map has values above 255; store at most 255 objects "
-                        "as a uint8 PNG."
-                    )
-            else:  # RGB(A) masks with identical channels
-                arr = np.asarray(im.convert("RGB"))
-                if not (
-                    np.array_equal(arr[..., 0], arr[..., 1])
-                    and np.array_equal(arr[..., 0], arr[..., 2])
-                ):
-                    raise TCMNError(
-                        f"{path}: the mask is a colour image; store a uint8 label map "
-                        "(0 background, k object k) or a palette PNG."
-                    )
-                arr = arr[..., 0]
-    except (OSError, SyntaxError) as e:
-        raise TCMNError(f"{path}: the mask cannot be read ({e}); re-export it as PNG.") from e
-    return np.ascontiguousarray(arr.astype(np.uint8))
-
-
-def read_frame(path: Path) -> np.ndarray:
-    """Read a frame as uint8 RGB ``[H, W, 3]`` (grey images are repeated to 3 channels)."""
-    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if img is None:
-        raise TCMNError(
-            f"{path}: the frame cannot be decoded; check the file or re-run tcmn-prepare."
-        )
-    if img.dtype != np.uint8:
-        img = cv2.normalize(img, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
-    if img.ndim == 2:
-        img = np.repeat(img[..., None], 3, axis=2)
-    elif img.shape[2] == 4:
-        img = cv2.cvtColor(img, cv2.COLOR_BGRA2RGB)
-    else:
-        img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
-    return np.ascontiguousarray(img)
-
-
-def write_png(path: Path, arr: np.ndarray) -> None:
-    """Write a uint8 ``[H, W]`` or RGB ``[H, W, 3]`` array as PNG, atomically and deterministically."""
-    if arr.ndim == 3:
-        arr = cv2.cvtColor(arr, cv2.COLOR_RGB2BGR)
-    ok, buf = cv2.imencode(".png", arr, [cv2.IMWRITE_PNG_COMPRESSION, 3])
-    if not ok:
-        raise TCMNError(f"{path}: PNG encoding failed; check that the folder is writable.")
-    with atomic_write(path) as f:
-        f.write(buf.tobytes())
 
 
 class PreparedDataset:

@@ -45,7 +45,7 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from tcmn.data.clips import augment_clip, remap_labels, select_objects, to_sample
-from tcmn.data.layout import IMAGE_EXTS, PreparedDataset, read_frame, read_label_map
+from tcmn.data.layout import PreparedDataset
 from tcmn.data.transforms import (
     DEFAULT_DEFORM,
     as_size,
@@ -54,6 +54,7 @@ from tcmn.data.transforms import (
     plain,
 )
 from tcmn.errors import TCMNError
+from tcmn.io import IMAGE_EXTS, read_frame, read_label_map
 
 log = logging.getLogger(__name__)
 

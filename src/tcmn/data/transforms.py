@@ -28,11 +28,7 @@ import numpy as np
 import torch
 
 from tcmn.errors import TCMNError
-
-#: ImageNet channel means (RGB, in [0, 1]); the backbones are ImageNet-initialised.
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-#: ImageNet channel standard deviations (RGB, in [0, 1]).
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from tcmn.models.backbones import IMAGENET_MEAN, IMAGENET_STD
 
 #: Training augmentation defaults (keys of the ``augment`` config; any key may be overridden).
 #: ``spatial``: albumentations pipeline, one draw per clip, same for every frame and its mask.

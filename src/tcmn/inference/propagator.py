@@ -1,10 +1,11 @@
-"""Streaming propagation of given masks through a video: the one implementation shared by
-validation, ``tcmn-eval``, ``tcmn-predict`` and the benchmark.
+"""The streaming propagation engine: one frame in, probabilities out. Whole videos are
+propagated through :class:`tcmn.inference.session.InferenceSession` (validation, ``tcmn-eval``,
+``tcmn-predict``, the benchmarks and the app), which settles the settings and drives this engine.
 
 :class:`Propagator` takes frames one at a time (``step``). A mask given with a frame adds objects
 or corrects them from that frame on; the frame then becomes a permanent memory frame. Every
 ``mem_every``-th frame after the last memory frame enters memory with its predicted soft masks
-(the paper: every 5th frame). The memory retention policy is the :class:`MemoryBank`'s.
+(the paper: every 5th frame). The memory retention policy is the :class:`~tcmn.inference.memory.MemoryBank`'s.
 
 Frames are resized so that their long side is ``size`` (None: native), padded to a multiple of
 16, and the probabilities are brought back to the frame's size (or ``out_size``) bilinearly.
@@ -13,7 +14,7 @@ Frames are resized so that their long side is ``size`` (None: native), padded to
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 
 import cv2
@@ -21,9 +22,10 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from tcmn.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from tcmn.errors import TCMNError
+from tcmn.inference.memory import MemoryBank, check_policy
+from tcmn.models.backbones import IMAGENET_MEAN, IMAGENET_STD
 from tcmn.models.decoder import aggregate
-from tcmn.models.memory import MemoryBank
 from tcmn.models.network import TCMN, pad_divisible, unpad
 
 PRECISIONS = {"fp32": None, "32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -58,16 +60,78 @@ class PropagatorConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping | None) -> PropagatorConfig:
+        """Settings from a mapping (a config block); unknown keys are one-sentence errors."""
         d = dict(d or {})
         known = {k: d.pop(k) for k in list(d) if k in cls.__dataclass_fields__}
         if d:
-            raise ValueError(
-                f"unknown propagation settings {sorted(d)}; known: {sorted(cls.__dataclass_fields__)}"
+            raise TCMNError(
+                f"propagation.{sorted(d)[0]}: not a propagation setting; use one of "
+                f"{', '.join(sorted(cls.__dataclass_fields__))}."
             )
         return cls(**known)
 
+    def check(self) -> PropagatorConfig:
+        """Validate every setting (types, ranges, choices); returns ``self``.
+
+        Raises:
+            TCMNError: one sentence naming the setting, its value and what is allowed.
+        """
+
+        def whole(name: str, v, lo: int, optional: bool) -> None:
+            if v is None and optional:
+                return
+            if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+                allowed = f"a whole number >= {lo}" + (" or null" if optional else "")
+                raise TCMNError(f"propagation.{name}={v!r}: not allowed; use {allowed}.")
+
+        whole("mem_every", self.mem_every, 1, False)
+        whole("top_k", self.top_k, 1, True)
+        whole("chunk_size", self.chunk_size, 1, True)
+        whole("size", self.size, 16, True)
+        if self.precision not in PRECISIONS:
+            raise TCMNError(
+                f"propagation.precision={self.precision!r}: not known; use one of "
+                f"{', '.join(p for p in PRECISIONS if p != '32')}."
+            )
+        if not isinstance(self.channels_last, bool):
+            raise TCMNError(f"propagation.channels_last={self.channels_last!r}: use true or false.")
+        try:
+            check_policy(self.policy, self.capacity_frames, self.capacity_bytes)
+        except ValueError as e:
+            raise TCMNError(f"propagation: {e}") from None
+        check_device(self.device)
+        return self
+
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def check_device(device: str) -> torch.device:
+    """The torch device ``device``, checked to exist on this machine before any work starts.
+
+    Raises:
+        TCMNError: an unknown device name, or a GPU that this machine does not have.
+    """
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise TCMNError(
+            f"device={device}: not a device name ({e}); use cpu, cuda or cuda:N."
+        ) from None
+    if dev.type == "cuda":
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if n == 0:
+            raise TCMNError(f"device={device}: this machine has no CUDA GPU; use device=cpu.")
+        if dev.index is not None and dev.index >= n:
+            raise TCMNError(
+                f"device={device}: this machine has {n} CUDA GPU(s) (cuda:0..cuda:{n - 1}); "
+                "pick one of them."
+            )
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise TCMNError(f"device={device}: MPS is not available here; use device=cpu.")
+    elif dev.type not in ("cpu", "cuda", "mps"):
+        raise TCMNError(f"device={device}: not supported; use cpu, cuda or cuda:N.")
+    return dev
 
 
 class Propagator:
@@ -83,10 +147,7 @@ class Propagator:
         self.cfg = (
             config if isinstance(config, PropagatorConfig) else PropagatorConfig.from_dict(config)
         )
-        if self.cfg.precision not in PRECISIONS:
-            raise ValueError(
-                f"precision '{self.cfg.precision}' is not known; use one of {sorted(PRECISIONS)}."
-            )
+        self.cfg.check()
         self.device = torch.device(self.cfg.device)
         self.model = model.to(self.device).eval()
         if self.cfg.channels_last:
@@ -257,50 +318,3 @@ class Propagator:
         """``[O+1, H, W]`` probabilities -> uint8 ``[H, W]`` label map with the original ids."""
         lut = torch.tensor([0, *self.object_ids], dtype=torch.uint8)
         return lut[prob.argmax(0)].numpy()
-
-
-def propagate(
-    propagator: Propagator,
-    frames: Sequence[np.ndarray],
-    given: Mapping[int, tuple[np.ndarray, Sequence[int] | None]],
-    out_size: tuple[int, int] | None = None,
-    direction: str = "forward",
-    frame_source: Callable[[Iterable[int]], Iterator[np.ndarray]] | None = None,
-) -> Iterator[tuple[int, np.ndarray, torch.Tensor]]:
-    """Propagate the given masks through ``frames``; yield ``(index, labels, prob)`` per frame.
-
-    Args:
-        frames: indexable frames (uint8 ``[h, w, 3]``), e.g. an array ``[T, h, w, 3]``.
-        given: frame index -> (label map, object ids it defines or None for its non-zero ids).
-        direction: ``forward`` (from the first given frame to the end), ``backward`` (from the
-            last given frame to frame 0) or ``both`` (forward from the first given frame, then
-            backward from it to frame 0 with a fresh memory).
-        frame_source: optional ``indices -> iterator of frames`` that reads ahead (a prefetching
-            reader); default indexes ``frames``.
-    Frames before the first given frame (forward) yield nothing.
-    """
-    if not given:
-        raise ValueError("propagate needs at least one given mask")
-    n = len(frames)
-    read = frame_source or (lambda idx: (frames[i] for i in idx))
-
-    def run(indices: list[int]):
-        propagator.reset()
-        for i, frame in zip(indices, read(indices)):
-            m, ids = given.get(i, (None, None))
-            prob = propagator.step(frame, m, ids, out_size)
-            yield i, propagator.labels(prob), prob
-
-    first, last = min(given), max(given)
-    if direction == "forward":
-        yield from run(list(range(first, n)))
-    elif direction == "backward":
-        yield from run(list(range(last, -1, -1)))
-    elif direction == "both":
-        yield from run(list(range(first, n)))
-        if first > 0:
-            for i, lab, prob in run(list(range(first, -1, -1))):
-                if i != first:
-                    yield i, lab, prob
-    else:
-        raise ValueError(f"direction '{direction}' is not one of forward, backward, both")

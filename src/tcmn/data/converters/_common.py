@@ -17,8 +17,9 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from tcmn.data.layout import IMAGE_EXTS, LayoutWriter, read_label_map
+from tcmn.data.layout import LayoutWriter
 from tcmn.errors import TCMNError
+from tcmn.io import IMAGE_EXTS, read_label_map
 
 log = logging.getLogger("tcmn.data.converters")
 

@@ -40,8 +40,8 @@ from tcmn.data.converters._common import (
     resize_frame,
     resize_mask,
 )
-from tcmn.data.layout import read_frame
 from tcmn.errors import TCMNError
+from tcmn.io import read_frame
 
 NAME = "asu_mayo"
 CLASSES = {1: "polyp"}

@@ -33,7 +33,7 @@ import numpy as np
 
 from tcmn.data.converters._common import Conversion, LazyMasks, log, progress, require_dir
 from tcmn.errors import TCMNError
-from tcmn.inference.io import to_uint8
+from tcmn.io import to_uint8
 
 NAME = "camus"
 CLASSES = {1: "LV", 2: "MYO", 3: "LA"}

@@ -29,8 +29,8 @@ from tcmn.data.converters._common import (
     read_binary_mask,
     require_dir,
 )
-from tcmn.data.layout import read_frame
 from tcmn.errors import TCMNError
+from tcmn.io import read_frame
 
 NAME = "cvc_clinicdb"
 CLASSES = {1: "polyp"}

@@ -107,7 +107,7 @@ def convert(
         on the traced frames; ``extra``: ``ED``, ``ES`` (frame indices), ``areas`` (frame ->
         pixels) and, when ``FileList.csv`` has them, ``EF`` and ``Split``.
     """
-    from tcmn.inference.io import open_video  # decoding lives with the inference I/O
+    from tcmn.io import open_video
 
     src = require_dir(src, NAME)
     tracings_path = src / "VolumeTracings.csv"

@@ -1,9 +1,9 @@
 """A user's own video (file, frame folder, NIfTI or MetaImage) + mask files -> one prepared video.
 
-``src`` is anything :func:`tcmn.inference.io.open_video` reads: a video file (``.mp4``, ``.avi``,
+``src`` is anything :func:`tcmn.io.open_video` reads: a video file (``.mp4``, ``.avi``,
 ...), a folder of frames (natural order of names), a 2-D+time NIfTI or a MetaImage sequence.
 ``masks`` is one mask file, a folder of mask files, or a list of files, in any format
-:func:`tcmn.inference.io.load_mask` reads (PNG label maps, 0/255 binary masks, NIfTI, ``.npy``).
+:func:`tcmn.io.load_mask` reads (PNG label maps, 0/255 binary masks, NIfTI, ``.npy``).
 Each mask's frame is, in this order:
 
 1. ``mask_frames[k]`` for the ``k``-th mask (0-based frame indices), when given;
@@ -46,7 +46,7 @@ _SEQUENCE_EXTS = (".nii", ".nii.gz", ".mhd", ".mha", ".npy", ".npz")
 
 
 def _mask_files(masks: str | os.PathLike | Sequence) -> list[Path]:
-    from tcmn.inference.io import MASK_ARRAY_EXTS, MASK_IMAGE_EXTS, METAIMAGE_EXTS, NIFTI_EXTS
+    from tcmn.io import MASK_ARRAY_EXTS, MASK_IMAGE_EXTS, METAIMAGE_EXTS, NIFTI_EXTS
 
     exts = (*MASK_IMAGE_EXTS, *NIFTI_EXTS, *METAIMAGE_EXTS, *MASK_ARRAY_EXTS)
     if isinstance(masks, str | os.PathLike):
@@ -129,7 +129,7 @@ def convert(
     Returns:
         ``dst``. Frames ``[H, W, 3]`` uint8 RGB; masks uint8 label maps on the given frames.
     """
-    from tcmn.inference.io import load_mask, open_video  # decoding lives with the inference I/O
+    from tcmn.io import load_mask, open_video
 
     if masks is None:
         raise TCMNError(

@@ -161,7 +161,7 @@ def convert(
         ``dst``. Frames ``[H, W, 3]`` uint8 RGB, uint8 {0, 1} LV-wall masks; ``extra``:
         ``start_frame``, ``n_source_frames`` and ``source`` (the original stem).
     """
-    from tcmn.inference.io import open_video  # decoding lives with the inference I/O
+    from tcmn.io import open_video
 
     src = require_dir(src, NAME)
     starts = read_start_frames(Path(start_frames)) if start_frames is not None else {}
