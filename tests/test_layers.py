@@ -15,7 +15,7 @@ PKG = SRC / "tcmn"
 
 #: Layers from the bottom; a module may import its own layer's and lower layers' modules.
 LAYERS = [
-    ["errors", "utils", "viz"],
+    ["errors", "utils", "viz", "checks"],
     ["io"],
     ["models", "losses", "metrics", "cv", "paired"],
     ["diagnostics", "inference"],

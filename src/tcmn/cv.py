@@ -295,6 +295,15 @@ def find_runs(root: str | Path) -> list[Run]:
 # --------------------------------------------------------------------------------------------
 
 
+def _has_key(config: Mapping[str, Any], key: str) -> bool:
+    node: Any = config
+    for part in key.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
 def _group_value(config: Mapping[str, Any], key: str) -> Any:
     node: Any = config
     for part in key.split("."):
@@ -318,8 +327,15 @@ def aggregate(runs: Sequence[Run], group_by: Sequence[str] = ()):
     import pandas as pd
 
     group_by = list(group_by)
+    ok = [r for r in runs if r.status == "ok"]
+    for k in group_by:
+        if ok and not any(_has_key(r.config, k) for r in ok):
+            raise TCMNError(
+                f"group_by={k}: no run's config has this key; use a dotted key of the runs' "
+                "configs, e.g. group_by=[model.loss.beta]."
+            )
     recs = []
-    for i, run in enumerate(r for r in runs if r.status == "ok"):
+    for i, run in enumerate(ok):
         groups = {k: _group_value(run.config, k) for k in group_by}
         recs += [{**groups, **row, "run": i} for row in run.rows]
     cols = [*group_by, "level", "name", "method", "metric"]

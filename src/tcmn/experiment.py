@@ -19,10 +19,12 @@ import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import LearningRateMonitor
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 
+from tcmn.checks import EVAL, TRAIN, check_settings
 from tcmn.errors import TCMNError
-from tcmn.utils.atomic import atomic_write, atomic_write_text
+from tcmn.utils.atomic import atomic_write, atomic_write_text, remove_leftovers
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +123,7 @@ def run_train(cfg: DictConfig) -> dict[str, Any]:
         warnings.filterwarnings("ignore", ".*is an invalid version and will not be supported.*")
     if cfg.get("extras", {}).get("print_config"):
         print_config(cfg)
+    check_settings(cfg, TRAIN)  # every bad setting is one sentence before any work starts
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     pl.seed_everything(cfg.seed, workers=True)
@@ -132,6 +135,12 @@ def run_train(cfg: DictConfig) -> dict[str, Any]:
     module = instantiate(cfg.model, _convert_="all")
     callbacks = instantiate_group(cfg.get("callbacks"))
     loggers = instantiate_group(cfg.get("logger"))
+    if not loggers:  # logger=none: nothing would receive the learning rate
+        callbacks = [cb for cb in callbacks if not isinstance(cb, LearningRateMonitor)]
+    for cb in callbacks:  # a checkpoint save killed half-way left a temporary file there
+        folder = getattr(cb, "dirpath", None)
+        for p in remove_leftovers(folder) if folder else []:
+            log.info("removed %s, left by an interrupted checkpoint save", p)
     trainer: pl.Trainer = instantiate(
         cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()]
     )
@@ -274,6 +283,7 @@ def run_eval(cfg: DictConfig) -> dict[str, Any]:
     from tcmn.io import write_label_maps
     from tcmn.metrics import VOSMetric, frame_scores
 
+    check_settings(cfg, EVAL)
     out_dir = Path(cfg.paths.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     session = InferenceSession.load(cfg.ckpt, cfg.get("propagation"), cfg.device)

@@ -139,7 +139,17 @@ class TCMNModule(pl.LightningModule):
             raise TCMNError(
                 f"{p}: init_from checkpoint not found; pass the .ckpt of the previous stage."
             )
-        ckpt = torch.load(p, map_location="cpu", weights_only=False)
+        try:
+            ckpt = torch.load(p, map_location="cpu", weights_only=False)
+        except Exception as e:
+            raise TCMNError(
+                f"init_from={p}: cannot be read as a checkpoint ({type(e).__name__}); it may be "
+                "truncated or another kind of file, pass the .ckpt of the previous stage."
+            ) from e
+        if not isinstance(ckpt, dict):
+            raise TCMNError(
+                f"init_from={p}: holds no network weights; pass the .ckpt of the previous stage."
+            )
         state = ckpt.get("state_dict", ckpt)
         net_state = {k[len("net.") :]: v for k, v in state.items() if k.startswith("net.")} or state
         missing, unexpected = self.net.load_state_dict(net_state, strict=False)
@@ -187,9 +197,15 @@ class TCMNModule(pl.LightningModule):
         out, res = self(batch)
         if not torch.isfinite(res.loss):
             ckpt = checkpoint_paths(self.trainer)[1] or "none yet"
+            bad = [
+                n
+                for n, v in (("L_bce", res.loss_bce), ("L_tc", res.loss_tc))
+                if not torch.isfinite(v)
+            ]
             raise NonFiniteLossError(
                 f"the training loss became {res.loss.item()} at step {self.global_step} "
-                f"(L_bce={res.loss_bce.item():.4g}, L_tc={res.loss_tc.item():.4g}); the run stopped "
+                f"({' and '.join(bad) or 'the weighted sum'} not finite: "
+                f"L_bce={res.loss_bce.item():.4g}, L_tc={res.loss_tc.item():.4g}); the run stopped "
                 f"before the update, the last good checkpoint is {ckpt}: lower model.optimizer.lr, "
                 "set trainer.gradient_clip_val, or use trainer.precision=32-true."
             )

@@ -36,6 +36,8 @@ from tcmn.utils.paths import CONF_DIR
 log = logging.getLogger("tcmn.predict")
 
 DIRECTIONS = ("auto", "forward", "backward", "both")
+#: frames with a longer side than this at native size get a hint about propagation.size
+LARGE_FRAME = 1024
 
 
 def predict(cfg: DictConfig) -> dict:
@@ -78,6 +80,16 @@ def predict(cfg: DictConfig) -> dict:
             str(cfg.device),
             OmegaConf.to_container(cfg.model.net, resolve=True),
         )
+        if session.settings.size is None and max(src.size) > LARGE_FRAME:
+            log.warning(
+                "%s: frames are %dx%d and propagation.size is null (native size): each frame "
+                "takes long and much memory; propagation.size=%d (the long side in pixels) is "
+                "much faster.",
+                cfg.input,
+                src.size[1],
+                src.size[0],
+                LARGE_FRAME // 2,
+            )
         settings = {
             "input": str(cfg.input),
             "mask": str(cfg.mask),
@@ -86,6 +98,9 @@ def predict(cfg: DictConfig) -> dict:
             "weights": session.weights,
             "direction": direction,
             "objects_given": sorted(int(i) for i in np.unique(mask) if i),
+            # a video whose header declares more frames than decode is truncated: both counts
+            "frames_read": n,
+            "frames_declared": src.declared_frames,
             # what ran: the checkpoint's propagation settings, then the user's overrides
             "propagation": session.settings.to_dict(),
         }

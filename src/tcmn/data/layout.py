@@ -157,7 +157,9 @@ class PreparedDataset:
             try:
                 meta = json.loads(meta_path.read_text())
             except json.JSONDecodeError as e:
-                raise TCMNError(f"{meta_path}: not valid JSON ({e}); re-run `tcmn-prepare`.") from e
+                raise TCMNError(
+                    f"{meta_path}: not valid JSON ({e}); re-run `tcmn-prepare ... overwrite=true`."
+                ) from e
             self.name = str(meta.get("dataset") or self.root.name)
             videos = meta.get("videos")
             if not isinstance(videos, dict):
@@ -381,19 +383,26 @@ class LayoutWriter:
         meta_path = self.root / META_NAME
         self._videos: dict[str, dict] = {}
         if meta_path.exists():
+            problem = None
             try:
                 meta = json.loads(meta_path.read_text())
-            except json.JSONDecodeError as e:
-                raise TCMNError(
-                    f"{meta_path}: not valid JSON ({e}); delete the folder (or choose another "
-                    "dst=) and convert again."
-                ) from e
-            if not isinstance(meta, dict) or not isinstance(meta.get("videos", {}), dict):
-                raise TCMNError(
-                    f"{meta_path}: no 'videos' mapping; delete the folder (or choose another "
-                    "dst=) and convert again."
+                if not isinstance(meta, dict) or not isinstance(meta.get("videos", {}), dict):
+                    problem = "no 'videos' mapping"
+            except (json.JSONDecodeError, UnicodeDecodeError) as e:
+                problem = f"not valid JSON ({e})"
+            if problem is None:
+                self._videos = dict(meta.get("videos", {}))
+            elif overwrite:
+                log.warning(
+                    "%s: %s; overwrite=true, so it is rebuilt from the videos converted now.",
+                    meta_path,
+                    problem,
                 )
-            self._videos = dict(meta.get("videos", {}))
+            else:
+                raise TCMNError(
+                    f"{meta_path}: {problem}; convert again with overwrite=true (it is rebuilt "
+                    "from the videos converted then), or choose another dst=."
+                )
 
     def has_video(self, name: str) -> bool:
         return name in self._videos

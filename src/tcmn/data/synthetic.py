@@ -240,9 +240,12 @@ def _prepare_destination(dst: Path, names: list[str], params: dict, overwrite: b
         return
     try:
         meta = json.loads(meta_path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        if overwrite:  # the layout writer rebuilds it from the videos generated now
+            return
         raise TCMNError(
-            f"{meta_path}: unreadable meta.json ({e}); delete {dst} or choose another dst."
+            f"{meta_path}: unreadable meta.json ({e}); generate again with overwrite=true (it "
+            "is rebuilt), or choose another dst."
         ) from e
     if meta.get("dataset") != DATASET:
         raise TCMNError(

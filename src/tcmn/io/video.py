@@ -57,6 +57,8 @@ class VideoSource(abc.ABC):
     """
 
     kind: str = ""
+    #: frames the file's header declares (video files; None when unknown or not a video file)
+    declared_frames: int | None = None
 
     def __init__(self, path: Path):
         self.path = path
@@ -299,6 +301,8 @@ class _CaptureSource(VideoSource):
         self._first = np.ascontiguousarray(cv2.cvtColor(first, cv2.COLOR_BGR2RGB))
         fps = float(self._cap.get(cv2.CAP_PROP_FPS) or 0.0)
         self._fps = fps if np.isfinite(fps) and 0 < fps <= 1000 else None
+        declared = float(self._cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0.0)
+        self.declared_frames = int(declared) if np.isfinite(declared) and declared > 0 else None
         self._n: int | None = None
 
     def _open(self) -> cv2.VideoCapture:
@@ -324,6 +328,15 @@ class _CaptureSource(VideoSource):
                     f"{self.path}: the video has no frames; check the file or export its frames."
                 )
             self._n = n
+            if self.declared_frames is not None and self.declared_frames != n:
+                log.warning(
+                    "%s: the header declares %d frames but %d can be decoded (a truncated or "
+                    "damaged file?); the outputs have %d frames.",
+                    self.path,
+                    self.declared_frames,
+                    n,
+                    n,
+                )
         return self._n
 
     @property

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -83,3 +84,28 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+_LEFTOVER = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
+
+
+def remove_leftovers(folder: str | os.PathLike) -> list[Path]:
+    """Remove what interrupted atomic writes left in ``folder`` (``.<name>.<random>.tmp`` files
+    and folders of :func:`atomic_write` / :func:`atomic_dir`). Call it when a run starts, before
+    anything writes there.
+
+    Returns:
+        The paths removed.
+    """
+    root = Path(folder)
+    removed = []
+    if not root.is_dir():
+        return removed
+    for p in root.iterdir():
+        if _LEFTOVER.match(p.name):
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
+            removed.append(p)
+    return removed
