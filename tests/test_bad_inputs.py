@@ -216,6 +216,9 @@ def train_args(data: Path, *extra: str) -> list[str]:
         ("model.loss.beta=-1", ["model.loss.beta=-1", ">= 0"]),
         ("model.loss.beta=nan", ["model.loss.beta=nan"]),
         ("data.batch_size=0", ["data.batch_size=0"]),
+        ("trainer.max_steps=abc", ["trainer.max_steps=abc", "whole number"]),
+        ("seed=1.5", ["seed=1.5", "whole number"]),
+        ("data.crop_size=8", ["data.crop_size=8", ">= 16"]),
     ],
 )
 def test_train_refuses_bad_settings_up_front(tmp_path, data, override, words):
@@ -253,10 +256,20 @@ def test_train_without_a_logger_and_leftovers_are_removed(tmp_path, data):
 
 
 # ------------------------------------------------------------------ eval, cv, prepare
-def test_eval_names_the_split_the_user_typed(tmp_path):
+@pytest.mark.parametrize(
+    "override, words",
+    [
+        ("split=tset", ["split=tset", "test"]),  # the setting the user typed, not data.test_part
+        ("n_overlays=-1", ["n_overlays=-1"]),
+        ("max_videos=0", ["max_videos=0"]),
+        ("propagation.top_k=0", ["propagation.top_k=0"]),
+    ],
+)
+def test_eval_refuses_bad_settings(tmp_path, override, words):
     ck = checkpoint(tmp_path / "m.ckpt")
-    p = run(tmp_path, "eval", f"ckpt={ck}", "split=tset")
-    assert_one_sentence(p, "split=tset", "test")
+    p = run(tmp_path, "eval", f"ckpt={ck}", override, "hydra.run.dir=ev")
+    assert_one_sentence(p, *words)
+    assert not (tmp_path / "ev" / "summary.json").exists()
 
 
 def test_cv_refuses_a_group_key_no_run_has(tmp_path):

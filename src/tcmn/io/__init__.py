@@ -5,7 +5,8 @@
 - :mod:`tcmn.io.images`: one frame (uint8 RGB) and the PNG writer;
 - :mod:`tcmn.io.volumes`: NIfTI and MetaImage sequences, with the NIfTI axis convention;
 - :mod:`tcmn.io.video`: :func:`open_video`, one :class:`VideoSource` for a video file, a folder of
-  frames, a NIfTI or a MetaImage sequence;
+  frames, a NIfTI or a MetaImage sequence (the sources: :mod:`tcmn.io.source` for volumes and
+  folders, :mod:`tcmn.io.capture` for video files);
 - :mod:`tcmn.io.masks`: the one reader (:func:`load_mask`, :func:`read_label_map`) and validator
   (:func:`validate_label_map`) of label maps;
 - :mod:`tcmn.io.prefetch`: decoding ahead in a thread (:func:`prefetch`, :class:`FrameReader`);
