@@ -248,6 +248,11 @@ class InferenceSession:
         self._cancel.set()
 
     @property
+    def cancelled(self) -> bool:
+        """True when the last propagation was stopped by :meth:`cancel`."""
+        return self._cancel.is_set()
+
+    @property
     def busy(self) -> bool:
         """True while a propagation runs."""
         return self._lock.locked()
@@ -290,7 +295,7 @@ class InferenceSession:
                 behind it.
         """
         n = len(frames)
-        plan = self._plan(n, given, direction, start)
+        plan = self.plan(n, given, direction, start)
         if not self._lock.acquire(blocking=False):
             raise TCMNError("a propagation is already running in this session; wait or cancel it.")
         self._cancel.clear()
@@ -316,10 +321,15 @@ class InferenceSession:
             self._lock.release()
 
     @staticmethod
-    def _plan(
-        n: int, given: Given, direction: str, start: int | None
+    def plan(
+        n: int, given: Mapping[int, Any], direction: str, start: int | None
     ) -> list[tuple[list[int], list[int]]]:
-        """Passes of a propagation: (given frames to memorise first, frames to step through)."""
+        """Passes of a propagation over ``n`` frames with masks on the frames ``given`` (keys):
+        (given frames to memorise first, frames to step through) per pass.
+
+        Raises:
+            TCMNError: see :meth:`propagate`.
+        """
         if direction not in DIRECTIONS:
             raise TCMNError(
                 f"direction={direction}: not known; use one of {', '.join(DIRECTIONS)}."
