@@ -92,7 +92,7 @@ def test_draw_propagate_correct_export_resume(root, tmp_path):
     p = c.post("/api/open", json={"path": "vid"}).json()
     assert p["n_frames"] == T and p["size"] == list(labels.shape[1:]) and p["drawn"] == []
     assert c.get("/api/frame/3").headers["content-type"] == "image/jpeg"
-    assert c.get("/api/mask/3").status_code == 404
+    assert c.get("/api/mask/3").status_code == 204  # no mask yet
     # draw object 1 on frame 0, propagate forward
     only1 = np.where(labels[0] == 1, 1, 0).astype(np.uint8)
     assert c.put("/api/mask/0", content=png(only1)).json()["objects"] == [1]

@@ -299,6 +299,21 @@ def test_the_console_scripts_answer_in_one_sentence(tmp_path, video, data):
     assert_one_sentence(p, "split=tset")
 
 
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["data_root=/no/such/folder"], ["data_root=/no/such/folder", "no such folder"]),
+        (["port=99999"], ["port=99999"]),
+        (["upload_max_mb=0"], ["upload_max_mb=0"]),
+        (["device=tpu9"], ["device=tpu9"]),
+    ],
+)
+def test_annotate_refuses_bad_settings_before_serving(tmp_path, entry, args, words):
+    extra = [] if any(a.startswith("data_root=") for a in args) else [f"data_root={tmp_path}"]
+    p = entry("annotate", *extra, *args)
+    assert_one_sentence(p, *words)
+
+
 # ------------------------------------------------------------------ eval, cv, prepare
 @pytest.mark.parametrize(
     "override, words",

@@ -24,6 +24,7 @@ LAYERS = [
     ["callbacks"],
     ["lit_module"],
     ["experiment", "bench", "wandb_offline"],
+    ["app"],
     ["cli"],
 ]
 RANK = {name: i for i, names in enumerate(LAYERS) for name in names}

@@ -29,6 +29,7 @@ RUN_BY = {
     "tcmn-train": ["test_train.py", "test_sweeps.py", "test_demo.py", "test_ddp.py"],
     "tcmn-eval": ["test_train.py", "test_demo.py"],
     "tcmn-predict": ["test_predict.py"],
+    "tcmn-annotate": ["test_annotate.py", "test_annotate_browser.py", "test_bad_inputs.py"],
     "tcmn-cv": ["test_cv.py", "test_sweeps.py"],
     "tcmn-bench": ["test_bench.py"],
 }

@@ -9,7 +9,7 @@ Every bad request gets ``{"error": "<one sentence>"}`` with a 4xx status, never 
 
 API (JSON unless said): ``GET /api/files?path=``, ``GET /api/checkpoints``, ``POST /api/open``
 ``{path, ckpt}``, ``POST /api/upload?name=`` (raw body), ``GET /api/project``,
-``GET /api/frame/{i}`` (JPEG), ``GET|PUT|DELETE /api/mask/{i}`` (PNG label map),
+``GET /api/frame/{i}`` (JPEG), ``GET|PUT|DELETE /api/mask/{i}`` (PNG label map; 204 when the frame has none),
 ``POST /api/object``, ``POST /api/propagate`` ``{direction, start}``, ``POST /api/cancel``,
 ``GET /api/events`` (Server-Sent Events: progress), ``POST /api/export`` ``{kind, ...}``.
 """
@@ -281,8 +281,8 @@ def create_app(cfg: AppConfig):
         p = state.need_project()
         p.check_frame(index)
         lab = p.labels(index)
-        if lab is None:
-            return JSONResponse({"error": f"frame {index} has no mask yet."}, status_code=404)
+        if lab is None:  # not an error: the frame is neither drawn nor propagated yet
+            return Response(status_code=204)
         ok, buf = cv2.imencode(".png", lab)
         kind = "drawn" if index in p.drawn else "predicted"
         return Response(buf.tobytes(), media_type="image/png", headers={"X-Mask-Kind": kind})

@@ -2,7 +2,7 @@
 
 ::
 
-    tcmn-annotate data_root=~/videos ckpt=logs/.../checkpoints/last.ckpt
+    tcmn-annotate data_root=/data/videos ckpt=logs/.../checkpoints/last.ckpt
     # then open http://127.0.0.1:8765 in a browser
 
 Binds 127.0.0.1 unless ``host=`` says otherwise; on any other address every request needs the

@@ -108,7 +108,7 @@ async function goto(t) {
 
 async function loadMask(t) {
   const r = await fetch(`/api/mask/${t}`);
-  if (r.status === 404) {
+  if (r.status === 204) {
     S.labels = new Uint8Array(S.W * S.H);
     S.kind = null;
     return;
@@ -169,6 +169,7 @@ function drawTimeline() {
   tctx.fillStyle = "#fff";
   for (const t of S.project.drawn) tctx.fillRect(x(t) - 2, h - 14, 4, 14);
   tctx.strokeStyle = "#3cb44b";
+  tctx.lineWidth = 2;
   tctx.beginPath();
   let first = true;
   for (let t = 0; t < S.n; t++) {
