@@ -211,7 +211,7 @@ def test_init_from_loads_the_previous_stage(tmp_path):
     assert pre_state and pre_state.keys() <= module.state_dict().keys()
     for k, v in pre_state.items():
         torch.testing.assert_close(module.state_dict()[k], v)
-    with pytest.raises(Exception, match="init_from checkpoint not found"):
+    with pytest.raises(Exception, match="init_from=.*file not found"):
         TCMNModule(
             **{
                 **{k: v for k, v in cfg.model.items() if k != "_target_"},

@@ -295,21 +295,22 @@ def find_runs(root: str | Path) -> list[Run]:
 # --------------------------------------------------------------------------------------------
 
 
-def _has_key(config: Mapping[str, Any], key: str) -> bool:
+def _lookup(config: Mapping[str, Any], key: str) -> tuple[bool, Any]:
+    """(found, value) of a dotted ``key`` in a nested config."""
     node: Any = config
     for part in key.split("."):
         if not isinstance(node, Mapping) or part not in node:
-            return False
+            return False, None
         node = node[part]
-    return True
+    return True, node
+
+
+def _has_key(config: Mapping[str, Any], key: str) -> bool:
+    return _lookup(config, key)[0]
 
 
 def _group_value(config: Mapping[str, Any], key: str) -> Any:
-    node: Any = config
-    for part in key.split("."):
-        if not isinstance(node, Mapping) or part not in node:
-            return None
-        node = node[part]
+    node = _lookup(config, key)[1]
     return node if isinstance(node, str | int | float | bool) or node is None else str(node)
 
 

@@ -45,6 +45,7 @@ from tcmn.losses import TCMNLoss
 from tcmn.metrics import VOSMetric
 from tcmn.models.backbones import freeze_batchnorm
 from tcmn.models.network import TCMN
+from tcmn.utils.torchfile import read_torch_file
 
 log = logging.getLogger(__name__)
 
@@ -135,17 +136,7 @@ class TCMNModule(pl.LightningModule):
     def load_network_weights(self, path: str) -> None:
         """Load the network weights of a checkpoint (of either stage) into ``self.net``."""
         p = Path(path)
-        if not p.is_file():
-            raise TCMNError(
-                f"{p}: init_from checkpoint not found; pass the .ckpt of the previous stage."
-            )
-        try:
-            ckpt = torch.load(p, map_location="cpu", weights_only=False)
-        except Exception as e:
-            raise TCMNError(
-                f"init_from={p}: cannot be read as a checkpoint ({type(e).__name__}); it may be "
-                "truncated or another kind of file, pass the .ckpt of the previous stage."
-            ) from e
+        ckpt = read_torch_file(p, "init_from", "pass the .ckpt of the previous stage")
         if not isinstance(ckpt, dict):
             raise TCMNError(
                 f"init_from={p}: holds no network weights; pass the .ckpt of the previous stage."

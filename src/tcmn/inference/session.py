@@ -34,6 +34,7 @@ import torch
 from tcmn.errors import TCMNError
 from tcmn.inference.propagator import Propagator, PropagatorConfig
 from tcmn.models.network import TCMN
+from tcmn.utils.torchfile import read_torch_file
 
 log = logging.getLogger(__name__)
 
@@ -129,17 +130,7 @@ def read_checkpoint(path: str | Path) -> tuple[TCMN, dict[str, Any]]:
             network settings do not match its weights.
     """
     p = Path(path).expanduser()
-    if not p.is_file():
-        raise TCMNError(
-            f"{p}: checkpoint not found; pass ckpt=PATH to a .ckpt written by tcmn-train."
-        )
-    try:
-        ckpt = torch.load(p, map_location="cpu", weights_only=False)
-    except Exception as e:
-        raise TCMNError(
-            f"{p}: cannot be read as a checkpoint ({type(e).__name__}); it may be truncated, "
-            "re-train or pick another file."
-        ) from e
+    ckpt = read_torch_file(p, "ckpt", "pass a .ckpt written by tcmn-train")
     hp = dict(ckpt.get("hyper_parameters") or {}) if isinstance(ckpt, dict) else {}
     if not isinstance(hp.get("net"), Mapping) or "state_dict" not in ckpt:
         raise TCMNError(

@@ -28,6 +28,7 @@ import torchvision
 from torch import Tensor, nn
 
 from tcmn.errors import TCMNError
+from tcmn.utils.torchfile import read_torch_file
 
 log = logging.getLogger(__name__)
 
@@ -102,17 +103,9 @@ def remap_by_order(src: dict[str, Tensor], ref: dict[str, Tensor]) -> dict[str, 
 
 
 def _load_file(path: str | Path) -> dict[str, Tensor]:
-    path = Path(path)
-    if not path.is_file():
-        raise TCMNError(
-            f"{path}: backbone weights file not found; fix weights_path or set it to null."
-        )
-    try:
-        sd = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise TCMNError(
-            f"{path}: cannot be read as a PyTorch state dict ({e}); pass a torchvision .pth file."
-        ) from e
+    sd = read_torch_file(
+        path, "weights_path", "pass a torchvision .pth state dict or set it to null", True
+    )
     if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
         sd = sd["state_dict"]
     return sd
