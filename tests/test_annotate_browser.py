@@ -85,7 +85,7 @@ def test_draw_propagate_correct_export_in_a_browser(server):
         page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
         page.goto(url)
         page.get_by_text("vid/", exact=True).click()
-        page.wait_for_function("window.tcmn.project && window.tcmn.image")
+        page.wait_for_function("window.tcmn.project && window.tcmn.image && !window.tcmn.loading")
         assert page.evaluate("window.tcmn.n") == T
         # polygon around object 1 (the red cell at rows/cols 0..15 of frame 0), object 1 chosen
         page.keyboard.press("1")
@@ -113,7 +113,9 @@ def test_draw_propagate_correct_export_in_a_browser(server):
         # correct frame 6: object 2 was never given; draw it there and propagate from it
         for _ in range(6):
             page.keyboard.press("ArrowRight")
-        page.wait_for_function("window.tcmn.t === 6 && window.tcmn.kind === 'predicted'")
+        page.wait_for_function(
+            "window.tcmn.t === 6 && !window.tcmn.loading && window.tcmn.kind === 'predicted'"
+        )
         ys, xs = np.nonzero(labels[6] == 2)
         page.keyboard.press("2")
         clear_status(page)

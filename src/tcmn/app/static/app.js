@@ -8,7 +8,7 @@ const S = {
   labels: null, kind: null, image: null,
   tool: "brush", object: 1, size: 10, opacity: 0.5,
   undo: new Map(), redo: new Map(), polygon: [],
-  scale: 1, ox: 0, oy: 0, painting: false, dirty: false,
+  scale: 1, ox: 0, oy: 0, painting: false, loading: false,
   events: null, path: "",
 };
 
@@ -62,13 +62,13 @@ async function browse(path = "") {
 
 async function loadCheckpoints() {
   const d = await api("GET", "/api/checkpoints");
-  const sel = $("#ckpt");
+  const list = $("#ckpts");
   for (const c of d.checkpoints) {
     const o = document.createElement("option");
-    o.value = o.textContent = c;
-    sel.append(o);
+    o.value = c;
+    list.append(o);
   }
-  if (d.default) sel.value = d.default;
+  if (d.default) $("#ckpt").value = d.default;
 }
 
 async function openVideo(path) {
@@ -94,14 +94,17 @@ async function goto(t) {
   if (!S.project) return;
   t = Math.max(0, Math.min(S.n - 1, t));
   S.t = t;
+  S.loading = true;  // no drawing until this frame's image and mask are here
   S.polygon = [];
   $("#scrub").value = t;
   const img = new Image();
   img.src = `/api/frame/${t}`;
   await img.decode();
   if (S.t !== t) return;  // scrubbed on meanwhile
-  S.image = img;
   await loadMask(t);
+  if (S.t !== t) return;
+  S.image = img;
+  S.loading = false;
   render();
   drawTimeline();
 }
@@ -109,19 +112,24 @@ async function goto(t) {
 async function loadMask(t) {
   const r = await fetch(`/api/mask/${t}`);
   if (r.status === 204) {
-    S.labels = new Uint8Array(S.W * S.H);
-    S.kind = null;
+    if (S.t === t) {
+      S.labels = new Uint8Array(S.W * S.H);
+      S.kind = null;
+    }
     return;
   }
   if (!r.ok) throw new Error((await r.json()).error);
-  S.kind = r.headers.get("X-Mask-Kind");
+  const kind = r.headers.get("X-Mask-Kind");
   const bmp = await createImageBitmap(await r.blob(), { colorSpaceConversion: "none", premultiplyAlpha: "none" });
   const off = new OffscreenCanvas(S.W, S.H), octx = off.getContext("2d");
   octx.drawImage(bmp, 0, 0);
   const d = octx.getImageData(0, 0, S.W, S.H).data;
   const lab = new Uint8Array(S.W * S.H);
   for (let i = 0; i < lab.length; i++) lab[i] = d[4 * i];
-  if (S.t === t) S.labels = lab;
+  if (S.t === t) {
+    S.labels = lab;
+    S.kind = kind;
+  }
 }
 
 function colour(oid) {
@@ -264,7 +272,7 @@ function closePolygon() {
 }
 let last = null;
 canvas.onpointerdown = (e) => {
-  if (!S.project || e.button !== 0 || e.altKey) return;
+  if (!S.project || S.loading || e.button !== 0 || e.altKey) return;
   const p = pos(e);
   if (S.tool === "polygon") { S.polygon.push(p); render(); return; }
   if (S.tool === "fill") { remember(); flood(...p); save(); return; }
