@@ -247,3 +247,18 @@ def test_a_token_guards_every_request(root):
     r = c.get("/?token=s3cret")
     assert r.status_code == 200 and "tcmn_token" in r.headers.get("set-cookie", "")
     assert c.get("/api/files").status_code == 200  # the cookie carries it from now on
+
+
+def test_a_frame_without_any_object_has_null_confidence(root):
+    """A frame where nothing is predicted has NaN confidence: the API and the saved state give
+    null (JSON has no NaN), and a reopened project reads it back."""
+    c = client(root, OracleTCMN())
+    c.post("/api/open", json={"path": "vid"})
+    project = c.app.state.tcmn.project
+    project.confidence[3], project.area[3] = float("nan"), 0.0
+    project.save_state()
+    assert c.get("/api/project").json()["confidence"]["3"] is None
+    state = json.loads((project.folder / "state.json").read_text())
+    assert state["confidence"]["3"] is None
+    again = client(root, OracleTCMN()).post("/api/open", json={"path": "vid"}).json()
+    assert again["confidence"]["3"] is None

@@ -17,6 +17,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
+import queue
 import threading
 import time
 from collections.abc import Callable
@@ -28,7 +30,14 @@ import numpy as np
 
 from tcmn.errors import TCMNError
 from tcmn.inference.session import InferenceSession
-from tcmn.io import PredictionWriter, VideoSource, open_video, read_label_map, write_png
+from tcmn.io import (
+    PredictionWriter,
+    VideoSource,
+    open_video,
+    prefetch,
+    read_label_map,
+    write_png,
+)
 from tcmn.utils.atomic import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -46,6 +55,11 @@ COLOURS = (
     "#f032e6",
     "#bfef45",
 )
+
+
+def _finite(values: dict[int, float]) -> dict[str, float | None]:
+    """Frame -> value for JSON: NaN (no object predicted on that frame) becomes null."""
+    return {str(k): (v if math.isfinite(v) else None) for k, v in sorted(values.items())}
 
 
 def project_key(video: Path) -> str:
@@ -117,8 +131,14 @@ class AnnotationProject:
                 s = {}
             p.objects = {int(k): dict(v) for k, v in (s.get("objects") or {}).items()}
             p.ckpt = s.get("ckpt")
-            p.confidence = {int(k): float(v) for k, v in (s.get("confidence") or {}).items()}
-            p.area = {int(k): float(v) for k, v in (s.get("area") or {}).items()}
+            nan = float("nan")
+            p.confidence = {
+                int(k): nan if v is None else float(v)
+                for k, v in (s.get("confidence") or {}).items()
+            }
+            p.area = {
+                int(k): nan if v is None else float(v) for k, v in (s.get("area") or {}).items()
+            }
             for kind, store in (("drawn", p.drawn), ("predicted", p.predicted)):
                 for f in sorted((folder / kind).glob("*.png")):
                     lab = read_label_map(f)
@@ -136,8 +156,8 @@ class AnnotationProject:
             "ckpt": self.ckpt,
             "objects": {str(k): v for k, v in sorted(self.objects.items())},
             "drawn": sorted(self.drawn),
-            "confidence": {str(k): v for k, v in sorted(self.confidence.items())},
-            "area": {str(k): v for k, v in sorted(self.area.items())},
+            "confidence": _finite(self.confidence),
+            "area": _finite(self.area),
             "saved": time.time(),
         }
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -155,8 +175,8 @@ class AnnotationProject:
             "objects": {str(k): v for k, v in sorted(self.objects.items())},
             "drawn": sorted(self.drawn),
             "predicted": sorted(self.predicted),
-            "confidence": {str(k): v for k, v in sorted(self.confidence.items())},
-            "area": {str(k): v for k, v in sorted(self.area.items())},
+            "confidence": _finite(self.confidence),
+            "area": _finite(self.area),
             "progress": self.progress.to_dict(),
         }
 
@@ -254,11 +274,16 @@ class AnnotationProject:
         t0 = time.perf_counter()
         self.progress = Progress(running=True, total=n_total, message="propagating")
         done = 0
+        saving = _Saver(self.folder / "predicted", self.progress)
+
+        def ahead(indices):  # frames decode in a thread while the network runs
+            return prefetch(self.frame(i) for i in indices)
+
         try:
-            for r in session.propagate(_Locked(self), given, direction, start):
+            for r in session.propagate(_Locked(self), given, direction, start, frame_source=ahead):
                 if r.index not in self.drawn:  # a drawn frame keeps the user's mask
-                    write_png(self.folder / "predicted" / f"{r.index}.png", r.labels)
                     self.predicted[r.index] = r.labels
+                    saving.put(r.index, r.labels)
                 self.confidence[r.index] = r.confidence
                 self.area[r.index] = r.area
                 done += 1
@@ -276,6 +301,7 @@ class AnnotationProject:
             log.exception("propagation failed")
             raise
         finally:
+            saving.close()
             self.progress.running = False
             self.save_state()
         return done
@@ -340,3 +366,28 @@ class _Locked:
 
     def __getitem__(self, index: int) -> np.ndarray:
         return self.project.frame(index)
+
+
+class _Saver:
+    """Writes propagated label maps in a thread (atomic PNG writes fsync, which would otherwise
+    slow the propagation); :meth:`close` waits for the queue to drain."""
+
+    def __init__(self, folder: Path, progress: Progress):
+        self.folder, self.progress = folder, progress
+        self.queue: queue.Queue = queue.Queue(maxsize=256)
+        self.thread = threading.Thread(target=self._work, name="tcmn-annotate-save", daemon=True)
+        self.thread.start()
+
+    def put(self, index: int, labels: np.ndarray) -> None:
+        self.queue.put((index, labels))
+
+    def _work(self) -> None:
+        while (item := self.queue.get()) is not None:
+            try:
+                write_png(self.folder / f"{item[0]}.png", item[1])
+            except OSError as e:  # shown on the page; the masks stay in memory
+                self.progress.error = f"{self.folder}: saving a propagated mask failed ({e})."
+
+    def close(self) -> None:
+        self.queue.put(None)
+        self.thread.join()

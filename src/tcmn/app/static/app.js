@@ -162,7 +162,7 @@ function render() {
   const kind = S.kind === "drawn" ? "drawn by hand" : S.kind === "predicted" ? "propagated" : "no mask";
   const conf = S.project.confidence[String(S.t)];
   $("#frame-info").textContent = `frame ${S.t + 1} / ${S.n} (${S.project.frame_names[S.t]}): ${kind}` +
-    (conf !== undefined && conf === conf ? `, confidence ${conf.toFixed(2)}` : "");
+    (conf !== undefined && conf !== null ? `, confidence ${conf.toFixed(2)}` : "");
 }
 
 // ------------------------------------------------------------------------------- timeline
@@ -182,7 +182,7 @@ function drawTimeline() {
   let first = true;
   for (let t = 0; t < S.n; t++) {
     const c = S.project.confidence[String(t)];
-    if (c === undefined || c !== c) { first = true; continue; }
+    if (c === undefined || c === null) { first = true; continue; }
     const y = h - 16 - c * (h - 20);
     first ? tctx.moveTo(x(t), y) : tctx.lineTo(x(t), y);
     first = false;
