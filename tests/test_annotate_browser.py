@@ -155,9 +155,9 @@ def test_draw_propagate_correct_export_in_a_browser(server):
         # scrub with the keyboard: arrows one frame, shift-arrows ten
         page.evaluate("window.tcmn.t = 0")
         page.keyboard.press("ArrowRight")
-        page.wait_for_function("window.tcmn.t === 1")
+        page.wait_for_function("window.tcmn.t === 1 && !window.tcmn.loading")
         page.keyboard.press("Shift+ArrowRight")
-        page.wait_for_function("window.tcmn.t === 11")
+        page.wait_for_function("window.tcmn.t === 11 && !window.tcmn.loading")
         assert "propagated" in page.locator("#frame-info").text_content()
         # the confidence curve (green) is drawn under the timeline
         green = page.evaluate(
@@ -171,7 +171,7 @@ def test_draw_propagate_correct_export_in_a_browser(server):
         shot = os.environ.get("TCMN_SCREENSHOT")
         if shot:  # the README's picture: TCMN_SCREENSHOT=docs/annotate.png pytest ...
             page.keyboard.press("ArrowLeft")
-            page.wait_for_function("window.tcmn.t === 10")
+            page.wait_for_function("window.tcmn.t === 10 && !window.tcmn.loading")
             page.screenshot(path=shot)
         browser.close()
     assert not errors, errors
