@@ -220,10 +220,14 @@ def test_synthetic_holdout_atrium(tmp_path):
     check_splits(root, s)
 
 
-def test_writer_on_a_corrupt_meta_json_is_one_sentence(tmp_path):
+def test_writer_on_a_corrupt_meta_json_is_one_sentence(tmp_path, caplog):
+    """Without overwrite a corrupt meta.json is one sentence saying to use overwrite=true; with
+    it the index is rebuilt from the videos converted then."""
     (tmp_path / "meta.json").write_text("{not json")
-    with pytest.raises(TCMNError, match=r"meta\.json: not valid JSON .*convert again"):
-        LayoutWriter(tmp_path, "toy")
+    with pytest.raises(TCMNError, match=r"meta\.json: not valid JSON .*overwrite=true"):
+        LayoutWriter(tmp_path, "toy", overwrite=False)
     (tmp_path / "meta.json").write_text('{"videos": []}')
-    with pytest.raises(TCMNError, match=r"meta\.json: no 'videos' mapping"):
-        LayoutWriter(tmp_path, "toy")
+    with pytest.raises(TCMNError, match=r"meta\.json: no 'videos' mapping.*overwrite=true"):
+        LayoutWriter(tmp_path, "toy", overwrite=False)
+    writer = LayoutWriter(tmp_path, "toy", overwrite=True)
+    assert not writer.has_video("anything") and "rebuilt" in caplog.text

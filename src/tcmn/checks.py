@@ -61,6 +61,20 @@ def whole(lo: int | None = None, optional: bool = False):
     return check
 
 
+def size(lo: int = 16):
+    """A size in pixels: a whole number ``>= lo``, or ``[h, w]`` of such numbers."""
+    one = whole(lo)
+
+    def check(v) -> str | None:
+        if isinstance(v, list | tuple) and len(v) == 2 and all(one(x) is None for x in v):
+            return None
+        if one(v) is None:
+            return None
+        return f"a whole number >= {lo} or [h, w] of such numbers"
+
+    return check
+
+
 def choice(options: Sequence[str]):
     def check(v) -> str | None:
         return None if v in options else f"one of {', '.join(map(str, options))}"
@@ -104,7 +118,7 @@ TRAIN = [
     Rule("trainer.gradient_clip_val", number(0, optional=True)),
     Rule("data.batch_size", whole(1)),
     Rule("data.num_workers", whole(0)),
-    Rule("data.crop_size", whole(16)),
+    Rule("data.crop_size", size(16)),
     Rule("data.eval_size", whole(16, optional=True)),
     Rule("data.samples_per_epoch", whole(1)),
     Rule("init_from", checkpoint_file),
@@ -137,6 +151,8 @@ def check_settings(cfg: Any, rules: Sequence[Rule]) -> None:
             continue
         if v is _MISSING:
             continue
+        if OmegaConf.is_config(v):
+            v = OmegaConf.to_container(v, resolve=True)
         allowed = rule.check(v)
         if allowed is not None:
             raise TCMNError(f"{rule.key}={v}: not allowed; use {allowed}.")
