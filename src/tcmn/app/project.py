@@ -249,6 +249,21 @@ class AnnotationProject:
         return lab if lab is not None else self.predicted.get(index)
 
     # ------------------------------------------------------------------ propagation
+    def plan(self, direction: str, start: int | None) -> tuple[dict, list]:
+        """The drawn masks as given masks, and the passes a propagation would make.
+
+        Raises:
+            TCMNError: no drawn mask, a bad direction or start (before anything runs).
+        """
+        given = {
+            i: (m, sorted(set(np.unique(m).tolist()) - {0}) or None)
+            for i, m in self.drawn.items()
+            if m.any()
+        }
+        if not given:
+            raise TCMNError("draw a mask on at least one frame before propagating.")
+        return given, InferenceSession.plan(len(self.source), given, direction, start)
+
     def propagate(
         self,
         session: InferenceSession,
@@ -262,14 +277,7 @@ class AnnotationProject:
         Raises:
             TCMNError: no drawn mask, a bad direction or start, a propagation already running.
         """
-        if not any(m.any() for m in self.drawn.values()):
-            raise TCMNError("draw a mask on at least one frame before propagating.")
-        given = {
-            i: (m, sorted(set(np.unique(m).tolist()) - {0}) or None)
-            for i, m in self.drawn.items()
-            if m.any()
-        }
-        passes = InferenceSession.plan(len(self.source), given, direction, start)
+        given, passes = self.plan(direction, start)
         n_total = sum(len(ix) for _, ix in passes) - (len(passes) - 1)  # the start frame once
         t0 = time.perf_counter()
         self.progress = Progress(running=True, total=n_total, message="propagating")

@@ -89,13 +89,19 @@ class AppState:
         """A path under the data root (``rel`` relative to it, or absolute inside it)."""
         if rel is None or "\x00" in str(rel):
             raise TCMNError("give a path under the data root.")
-        p = Path(str(rel))
-        p = (p if p.is_absolute() else self.root / p).resolve()
-        if p != self.root and self.root not in p.parents:
+        p = self._under(rel, [self.root])
+        if p is None:
             raise TCMNError(f"{rel}: outside the data root; open files under {self.root}.")
         if must_exist and not p.exists():
             raise TCMNError(f"{rel}: no such file or folder under the data root.")
         return p
+
+    def _under(self, rel: str, roots: list[Path]) -> Path | None:
+        """``rel`` (relative to the data root, or absolute) resolved, symbolic links followed,
+        when it lies in one of ``roots``; else None."""
+        p = Path(str(rel)).expanduser()
+        p = (p if p.is_absolute() else self.root / p).resolve()
+        return p if any(p == r or r in p.parents for r in roots) else None
 
     def relative(self, p: Path) -> str:
         return str(p.resolve().relative_to(self.root))
@@ -120,12 +126,11 @@ class AppState:
         return self.session
 
     def resolve_ckpt(self, ckpt: str) -> Path:
-        p = Path(ckpt).expanduser()
         allowed = [self.root] + ([Path(self.cfg.runs).resolve()] if self.cfg.runs else [])
         if self.cfg.ckpt:
             allowed.append(Path(self.cfg.ckpt).expanduser().resolve().parent)
-        p = (p if p.is_absolute() else self.root / p).resolve()
-        if not any(p == a or a in p.parents for a in allowed):
+        p = self._under(ckpt, allowed)
+        if p is None:
             raise TCMNError(f"{ckpt}: a checkpoint must be under the data root or the runs folder.")
         if p.suffix != ".ckpt" or not p.is_file():
             raise TCMNError(f"{ckpt}: not a .ckpt file; pick a checkpoint written by tcmn-train.")
@@ -325,10 +330,7 @@ def create_app(cfg: AppConfig):
             direction = str(body.get("direction", "forward"))
             start = body.get("start")
             start = None if start is None else int(start)
-            if not any(m.any() for m in p.drawn.values()):
-                raise TCMNError("draw a mask on at least one frame before propagating.")
-            drawn = {i: None for i, m in p.drawn.items() if m.any()}
-            InferenceSession.plan(len(p.source), drawn, direction, start)  # bad requests fail now
+            p.plan(direction, start)  # bad requests fail now, not in the thread
 
             def work():
                 try:
