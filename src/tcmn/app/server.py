@@ -35,7 +35,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response, StreamingRes
 from tcmn.app.project import AnnotationProject
 from tcmn.errors import TCMNError
 from tcmn.inference.session import InferenceSession
-from tcmn.io import IMAGE_EXTS, METAIMAGE_EXTS, NIFTI_EXTS, VIDEO_EXTS
+from tcmn.io import IMAGE_EXTS, METAIMAGE_EXTS, NIFTI_EXTS, VIDEO_EXTS, read_label_map
 
 log = logging.getLogger(__name__)
 
@@ -417,18 +417,17 @@ def _probe(path: Path, name: str):
 
 
 def _decode_label_png(data: bytes, index: int) -> np.ndarray:
-    """A PNG body -> uint8 ``[H, W]`` label map (grey or palette; RGB with equal channels)."""
+    """A PNG body -> uint8 ``[H, W]`` label map, read as every label map is
+    (:func:`tcmn.io.read_label_map`: grey or palette; RGB only with equal channels)."""
     from PIL import Image
 
     if not data:
         raise TCMNError(f"the mask of frame {index} is empty; send a PNG label map.")
     try:
         with Image.open(io.BytesIO(data)) as im:
-            if im.format != "PNG":
-                raise TCMNError(f"the mask of frame {index} is {im.format}, not PNG.")
-            arr = np.asarray(im if im.mode in ("P", "L") else im.convert("L"))
-    except TCMNError:
-        raise
+            kind = im.format
     except Exception:
         raise TCMNError(f"the mask of frame {index} is not a readable PNG.") from None
-    return arr.astype(np.uint8)
+    if kind != "PNG":
+        raise TCMNError(f"the mask of frame {index} is {kind}, not PNG.")
+    return read_label_map(io.BytesIO(data), f"the mask of frame {index}")

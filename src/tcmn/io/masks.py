@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import BinaryIO
 
 import cv2
 import numpy as np
@@ -74,14 +75,20 @@ def validate_label_map(arr: np.ndarray, path: Path, binary_255: bool = True) -> 
     return out
 
 
-def read_label_map(path: Path) -> np.ndarray:
-    """Read an annotation PNG as a uint8 ``[H, W]`` label map (palette indices kept as labels)."""
+def read_label_map(path: Path | BinaryIO, name: str | None = None) -> np.ndarray:
+    """Read an annotation PNG as a uint8 ``[H, W]`` label map (palette indices kept as labels).
+
+    Args:
+        path: the file, or a binary file object (an upload).
+        name: what the error sentences call it (default: the path).
+    """
+    where = path if name is None else name
     try:
         with Image.open(path) as im:
             if im.mode in ("P", "L"):
                 arr = np.asarray(im)
             elif im.mode in ("I;16", "I"):
-                arr = validate_label_map(np.asarray(im), path, binary_255=False)
+                arr = validate_label_map(np.asarray(im), where, binary_255=False)
             else:  # RGB(A) masks with identical channels
                 arr = np.asarray(im.convert("RGB"))
                 if not (
@@ -89,12 +96,12 @@ def read_label_map(path: Path) -> np.ndarray:
                     and np.array_equal(arr[..., 0], arr[..., 2])
                 ):
                     raise TCMNError(
-                        f"{path}: the mask is a colour image; store a uint8 label map "
+                        f"{where}: the mask is a colour image; store a uint8 label map "
                         "(0 background, k object k) or a palette PNG."
                     )
                 arr = arr[..., 0]
     except (OSError, SyntaxError) as e:
-        raise TCMNError(f"{path}: the mask cannot be read ({e}); re-export it as PNG.") from e
+        raise TCMNError(f"{where}: the mask cannot be read ({e}); re-export it as PNG.") from e
     return np.ascontiguousarray(arr.astype(np.uint8))
 
 
