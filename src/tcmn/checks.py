@@ -13,10 +13,10 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from tcmn.errors import TCMNError
+from tcmn.utils.torchfile import read_torch_file
 
 _MISSING = object()
 
@@ -82,25 +82,19 @@ def choice(options: Sequence[str]):
     return check
 
 
-def checkpoint_file(v) -> str | None:
-    """A readable checkpoint file (None: no checkpoint); reading it is the check."""
-    if v in (None, ""):
-        return None
-    p = Path(str(v)).expanduser()
-    if not p.is_file():
-        return "the path of an existing .ckpt file written by tcmn-train (no such file)"
-    import torch
+def checkpoint_file(setting: str):
+    """A readable checkpoint file (None: no checkpoint); reading it is the check. A missing or
+    unreadable file is :func:`~tcmn.utils.torchfile.read_torch_file`'s one sentence."""
 
-    try:
-        ck = torch.load(p, map_location="cpu", weights_only=False, mmap=True)
-    except Exception as e:
-        return (
-            f"a checkpoint written by tcmn-train; this file cannot be read as one "
-            f"({type(e).__name__}: it may be truncated or not a checkpoint)"
-        )
-    if not isinstance(ck, dict) or "state_dict" not in ck:
-        return "a checkpoint written by tcmn-train; this file holds no model weights"
-    return None
+    def check(v) -> str | None:
+        if v in (None, ""):
+            return None
+        ck = read_torch_file(v, setting, "pass a .ckpt written by tcmn-train", mmap=True)
+        if not isinstance(ck, dict) or "state_dict" not in ck:
+            return "a checkpoint written by tcmn-train; this file holds no model weights"
+        return None
+
+    return check
 
 
 #: tcmn-train
@@ -121,8 +115,8 @@ TRAIN = [
     Rule("data.crop_size", size(16)),
     Rule("data.eval_size", whole(16, optional=True)),
     Rule("data.samples_per_epoch", whole(1)),
-    Rule("init_from", checkpoint_file),
-    Rule("ckpt_path", checkpoint_file),
+    Rule("init_from", checkpoint_file("init_from")),
+    Rule("ckpt_path", checkpoint_file("ckpt_path")),
 ]
 
 #: tcmn-eval (the checkpoint and the propagation settings are checked as the session loads them)

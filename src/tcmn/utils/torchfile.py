@@ -12,7 +12,11 @@ from tcmn.errors import TCMNError
 
 
 def read_torch_file(
-    path: str | os.PathLike, setting: str, fix: str, weights_only: bool = False
+    path: str | os.PathLike,
+    setting: str,
+    fix: str,
+    weights_only: bool = False,
+    mmap: bool = False,
 ) -> Any:
     """``torch.load`` of ``path`` on the CPU, or one sentence naming the setting and the file.
 
@@ -21,6 +25,7 @@ def read_torch_file(
         setting: the setting that named it (``ckpt``, ``init_from``, ``weights_path``).
         fix: what the user should do, ending the sentence (``pass a .ckpt of tcmn-train``).
         weights_only: torch's safe loading (tensors and plain containers only).
+        mmap: map the tensors instead of reading them (a check that the file loads).
     Raises:
         TCMNError: the file is missing ("not found") or cannot be read ("may be truncated").
     """
@@ -28,7 +33,7 @@ def read_torch_file(
     if not p.is_file():
         raise TCMNError(f"{setting}={p}: file not found; {fix}.")
     try:
-        return torch.load(p, map_location="cpu", weights_only=weights_only)
+        return torch.load(p, map_location="cpu", weights_only=weights_only, mmap=mmap)
     except Exception as e:
         raise TCMNError(
             f"{setting}={p}: cannot be read ({type(e).__name__}); it may be truncated or another "
