@@ -46,17 +46,17 @@ def number(lo: float | None = None, lo_open: bool = False, optional: bool = Fals
     return check
 
 
-def whole(lo: int | None = None, optional: bool = False):
-    """A whole number ``>= lo``."""
+def whole(lo: int | None = None, optional: bool = False, hi: int | None = None):
+    """A whole number ``>= lo`` (and ``<= hi``)."""
 
     def check(v) -> str | None:
         if v is None and optional:
             return None
-        if isinstance(v, int) and not isinstance(v, bool) and (lo is None or v >= lo):
+        ok = isinstance(v, int) and not isinstance(v, bool)
+        if ok and (lo is None or v >= lo) and (hi is None or v <= hi):
             return None
-        return f"a whole number{'' if lo is None else f' >= {lo}'}" + (
-            " or null" if optional else ""
-        )
+        bound = f" {lo}..{hi}" if hi is not None else "" if lo is None else f" >= {lo}"
+        return f"a whole number{bound}" + (" or null" if optional else "")
 
     return check
 
@@ -127,6 +127,13 @@ EVAL = [
     Rule("n_overlays", whole(0)),
     Rule("overlay_frames", whole(1)),
     Rule("max_videos", whole(1, optional=True)),
+]
+
+
+#: tcmn-annotate (data_root, propagation and device are checked as the app is configured)
+ANNOTATE = [
+    Rule("port", whole(1, hi=65535)),
+    Rule("upload_max_mb", number(0, lo_open=True)),
 ]
 
 

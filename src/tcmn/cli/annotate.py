@@ -29,8 +29,10 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 def app_config(cfg: DictConfig):
     """The :class:`~tcmn.app.server.AppConfig` of a composed ``annotate`` config (validated)."""
     from tcmn.app.server import AppConfig
+    from tcmn.checks import ANNOTATE, check_settings
     from tcmn.inference.session import settle
 
+    check_settings(cfg, ANNOTATE)
     overrides = OmegaConf.to_container(cfg.propagation, resolve=True)
     settle(None, overrides, str(cfg.device))  # bad settings fail before the server starts
     root = Path(str(cfg.data_root)).expanduser()
@@ -38,12 +40,6 @@ def app_config(cfg: DictConfig):
         raise TCMNError(
             f"data_root={cfg.data_root}: no such folder; give the folder of your videos."
         )
-    try:
-        limit = float(cfg.upload_max_mb)
-    except (TypeError, ValueError):
-        limit = -1.0
-    if not limit > 0:
-        raise TCMNError(f"upload_max_mb={cfg.upload_max_mb}: not allowed; use a number > 0.")
     token = cfg.token
     if token is None and str(cfg.host) not in LOOPBACK:
         token = secrets.token_urlsafe(24)
@@ -53,7 +49,7 @@ def app_config(cfg: DictConfig):
         runs=Path(str(cfg.runs)).expanduser() if cfg.runs else None,
         ckpt=str(cfg.ckpt) if cfg.ckpt else None,
         token=str(token) if token else None,
-        upload_max_mb=limit,
+        upload_max_mb=float(cfg.upload_max_mb),
         device=str(cfg.device),
         propagation=overrides,
         net=OmegaConf.to_container(cfg.model.net, resolve=True),
@@ -66,12 +62,7 @@ def annotate(cfg: DictConfig) -> None:
     from tcmn.app.server import create_app
 
     conf = app_config(cfg)
-    try:
-        port = int(cfg.port)
-    except (TypeError, ValueError):
-        port = -1
-    if not 0 < port < 65536:
-        raise TCMNError(f"port={cfg.port}: not allowed; use a port 1..65535.")
+    port = int(cfg.port)
     app = create_app(conf)
     url = f"http://{cfg.host}:{port}/" + (f"?token={conf.token}" if conf.token else "")
     print(f"tcmn-annotate: open {url} (data root {conf.data_root}; Ctrl-C stops)", flush=True)
