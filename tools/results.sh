@@ -25,6 +25,9 @@ MAIN_EXTRA=${MAIN_EXTRA:-}
 # overrides of the pretraining stage (a recipe change); PT_TAG names the pretrainings they make
 PRE_EXTRA=${PRE_EXTRA:-}
 PT_TAG=${PT_TAG:-}
+# evaluate the checkpoints of another group (an evaluation-time change: EVAL_EXTRA) instead of
+# training: GROUP=cvc_mem2 CKPT_GROUP=cvc EVAL_EXTRA=propagation.mem_every=2
+CKPT_GROUP=${CKPT_GROUP:-$GROUP}
 export WANDB_MODE=${WANDB_MODE:-offline}
 # several torch processes on few cores: let idle OpenMP threads sleep instead of spinning
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
@@ -54,10 +57,15 @@ run_fold() {  # variant fold seed pretrain-kind pretrain-overrides | main-overri
     if [ "$a" = "|" ]; then seen_bar=1; elif [ $seen_bar = 0 ]; then pt+=("$a"); else main+=("$a"); fi
   done
   if [ -f $keep/summary.json ]; then echo "skip $GROUP/$variant/$name (kept in $keep)"; return; fi
-  local init; init=$(pretrain $kind $fold $seed "${pt[@]}")
-  # shellcheck disable=SC2086
-  [ -f $d/main/checkpoints/last.ckpt ] || $BIN/tcmn-train experiment=cpu_cvc data.fold=$fold seed=$seed "${main[@]}" $MAIN_EXTRA init_from=$init hydra.run.dir=$d/main $common
-  [ -f $d/eval/summary.json ] || $BIN/tcmn-eval data=cvc ckpt=$d/main/checkpoints/last.ckpt fold=$fold seed=$seed split=test data.eval_size=192 controls=true hydra.run.dir=$d/eval ${EVAL_EXTRA:-}
+  local m=$OUT/$CKPT_GROUP/$variant/$name/main
+  if [ "$CKPT_GROUP" = "$GROUP" ]; then
+    local init; init=$(pretrain $kind $fold $seed "${pt[@]}")
+    # shellcheck disable=SC2086
+    [ -f $m/checkpoints/last.ckpt ] || $BIN/tcmn-train experiment=cpu_cvc data.fold=$fold seed=$seed "${main[@]}" $MAIN_EXTRA init_from=$init hydra.run.dir=$m $common
+  elif [ ! -f $m/checkpoints/last.ckpt ]; then
+    echo "$m/checkpoints/last.ckpt: missing; run GROUP=$CKPT_GROUP first"; exit 1
+  fi
+  [ -f $d/eval/summary.json ] || $BIN/tcmn-eval data=cvc ckpt=$m/checkpoints/last.ckpt fold=$fold seed=$seed split=test data.eval_size=192 controls=true hydra.run.dir=$d/eval ${EVAL_EXTRA:-}
   mkdir -p $keep && cp $d/eval/summary.json $keep/summary.json
 }
 
@@ -96,9 +104,20 @@ plan() {  # every block of the README's results, in the order they were run
   # 1. screening of the L_tc formulations: 2 folds, main stage shortened to 300 steps
   GROUP=screen FOLDS="1 0" VARIANTS="no_ltc paper eps8_dq centred_dq head_dq paper_dqm paper_dm paper_b01 paper_b001" MAIN_EXTRA="$SHORT" bash $me
   GROUP=screen FOLDS=1 VARIANTS=paper_both MAIN_EXTRA="$SHORT" bash $me
-  # 2. confirmation: the recipe against beta = 0, 5 folds x 2 seeds (seed 0 on every fold first)
-  GROUP=cvc SEEDS=0 VARIANTS="tcmn no_ltc" bash $me
-  GROUP=cvc SEEDS=1 VARIANTS="tcmn no_ltc" bash $me
+  # 2. confirmation: the recipe against beta = 0, 5 folds x 2 seeds (seed 0 on every fold first),
+  # evaluated with a memory frame every 5 frames (the paper's, the recipe's setting then)
+  GROUP=cvc SEEDS=0 VARIANTS="tcmn no_ltc" EVAL_EXTRA=propagation.mem_every=5 bash $me
+  GROUP=cvc SEEDS=1 VARIANTS="tcmn no_ltc" EVAL_EXTRA=propagation.mem_every=5 bash $me
+  # 2a. evaluation-time settings of the recipe's checkpoints, screened on folds 0-1 of seed 0
+  local kv
+  for kv in mem1:propagation.mem_every=1 mem2:propagation.mem_every=2 mem3:propagation.mem_every=3 \
+      topk50:propagation.top_k=50 topkall:propagation.top_k=null \
+      "s240m2:propagation.mem_every=2 propagation.size=240" "s256m2:propagation.mem_every=2 propagation.size=256"; do
+    GROUP=screen_eval/${kv%%:*} CKPT_GROUP=cvc FOLDS="0 1" SEEDS=0 VARIANTS=tcmn EVAL_EXTRA="${kv#*:}" bash $me
+  done
+  # 2b. the same checkpoints with a memory frame every 2 frames (the recipe's setting now; screened
+  # on folds 0-1 of seed 0 among mem_every 1/2/3, top_k 50/all and propagation.size 240/256)
+  GROUP=cvc_mem2 CKPT_GROUP=cvc SEEDS="0 1" VARIANTS="tcmn no_ltc" EVAL_EXTRA=propagation.mem_every=2 bash $me
   # 3. the other ablations of the recipe, on some folds
   GROUP=cvc FOLDS="0 1" VARIANTS=random_init bash $me
   GROUP=cvc FOLDS=0 VARIANTS="visible_objects no_objectness" bash $me
