@@ -1,6 +1,13 @@
 """Benchmark of tcmn-annotate (not a test): how fast the first propagated frame reaches the page,
-and the app's propagation speed against the inference session run directly (what tcmn-predict
-does), on the same video, model and settings, alternating, in one process.
+and the app's propagation speed against tcmn-predict's, on the same video, model and settings,
+alternating, in one process.
+
+Each repeat runs, in turn:
+- tcmn-predict (its ``predict()``, the console script's function): its own frames per second,
+  the number it prints, with its default outputs (PNG label maps and the overlay video) and with
+  PNG label maps only (what the app saves as it propagates);
+- the inference session alone, writing nothing (the floor of any caller);
+- the app through its HTTP API: frames per second from the request to the last mask saved.
 
 Usage: python tools/bench_annotate.py [VIDEO_FOLDER] [--size 192] [--repeats 3]
 (default: data/cvc_clinicdb/JPEGImages/seq01 of a prepared CVC-ClinicDB, `make results` or
@@ -31,6 +38,8 @@ def main() -> None:
     from fastapi.testclient import TestClient
 
     from tcmn.app.server import AppConfig, create_app
+    from tcmn.cli.predict import predict
+    from tcmn.experiment import compose_config
     from tcmn.inference.session import InferenceSession
     from tcmn.io import FrameReader, load_mask, open_video
     from tcmn.models.network import TCMN
@@ -56,6 +65,18 @@ def main() -> None:
             finally:
                 reader.close()
             return n / (time.perf_counter() - t0)
+
+        def through_predict(tmp: str, overlay: bool) -> float:
+            overrides = [
+                f"input={video}",
+                f"mask={first}",
+                f"out={tmp}/predict_{overlay}",
+                "model=small",
+                "model.net.pretrained=null",
+                f"propagation.size={a.size}",
+                f"write_overlay={str(overlay).lower()}",
+            ]
+            return predict(compose_config("predict", overrides, tmp))["fps"]
 
         with tempfile.TemporaryDirectory() as tmp:
             app = create_app(AppConfig(data_root=video.parent, sessions=Path(tmp), net=net_cfg))
@@ -86,23 +107,37 @@ def main() -> None:
                     time.sleep(0.005 if first_at is None else 0.2)
 
             direct()  # warm-up
-            d, f, lat = [], [], []
+            through_predict(tmp, False)
+            runs: dict[str, list[float]] = {
+                k: [] for k in ("predict", "predict_png", "session", "app")
+            }
+            lat = []
             for _ in range(a.repeats):
-                d.append(direct())
+                runs["predict"].append(through_predict(tmp, True))
+                runs["predict_png"].append(through_predict(tmp, False))
+                runs["session"].append(direct())
                 la, fps = through_app()
                 lat.append(la)
-                f.append(fps)
+                runs["app"].append(fps)
     med = statistics.median
+    app = med(runs["app"])
+    rows = [
+        ("tcmn-predict (PNG + overlay video, its defaults)", "predict"),
+        ("tcmn-predict write_overlay=false (PNG only, as the app saves)", "predict_png"),
+        ("inference session alone, writing nothing", "session"),
+        ("tcmn-annotate, through its HTTP API (PNG saved per frame)", "app"),
+    ]
     print(f"video {video.name}: {n} frames {src.size[1]}x{src.size[0]}, size {a.size}, model small")
-    print(f"| | frames/s (median of {a.repeats}) | first propagated frame on the page |")
+    print(f"| | frames/s (median of {a.repeats}, min-max) | app / this |")
     print("|---|---|---|")
-    print(f"| inference session directly (tcmn-predict's loop) | {med(d):.1f} | - |")
-    print(f"| through the app | {med(f):.1f} | {1000 * med(lat):.0f} ms |")
+    for label, key in rows:
+        v = runs[key]
+        print(f"| {label} | {med(v):.1f} ({min(v):.1f}-{max(v):.1f}) | {app / med(v):.2f} |")
     print(
-        f"\napp / direct: {med(f) / med(d):.2f} (min-max app {min(f):.1f}-{max(f):.1f}, direct "
-        f"{min(d):.1f}-{max(d):.1f}); first frame {1000 * min(lat):.0f}-{1000 * max(lat):.0f} ms"
+        f"\nfirst propagated frame on the page: median {1000 * med(lat):.0f} ms "
+        f"({1000 * min(lat):.0f}-{1000 * max(lat):.0f})"
     )
-    assert np.isfinite(med(f))
+    assert np.isfinite(app)
 
 
 if __name__ == "__main__":

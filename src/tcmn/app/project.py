@@ -309,7 +309,9 @@ class AnnotationProject:
             log.exception("propagation failed")
             raise
         finally:
-            saving.close()
+            saving.close()  # the final frames per second count every mask saved
+            if done:
+                self.progress.fps = done / max(time.perf_counter() - t0, 1e-6)
             self.progress.running = False
             self.save_state()
         return done
