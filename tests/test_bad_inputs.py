@@ -382,3 +382,24 @@ def test_an_unexpected_error_is_one_sentence_and_the_trace_is_one_flag_away(caps
     monkeypatch.setenv("TCMN_DEBUG", "1")
     with pytest.raises(RuntimeError):
         user_errors(broken)()
+
+
+def test_a_closed_output_pipe_stops_quietly(tmp_path):
+    """`tcmn-cv ... | head`: the reader goes away; the command stops without an error line."""
+    code = (
+        "from tcmn.cli._common import user_errors\n"
+        "def show():\n"
+        "    for i in range(200000):\n"
+        "        print('row', i)\n"
+        "user_errors(show)()\n"
+    )
+    proc = subprocess.run(
+        f'{sys.executable} -c "{code}" | head -n 1',
+        shell=True,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        executable="/bin/bash",
+    )
+    assert proc.stdout == "row 0\n"
+    assert proc.stderr == "", proc.stderr

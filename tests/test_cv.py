@@ -193,7 +193,7 @@ def test_group_by_aggregates_settings_separately(tmp_path):
 
 
 def test_cli_arguments_fail_with_one_sentence(tmp_path):
-    with pytest.raises(TCMNError, match="missing mandatory value: dir"):
+    with pytest.raises(TCMNError, match=r"tcmn-cv needs dir=SWEEP_FOLDER \(or seeds="):
         parse_args([])
     with pytest.raises(TCMNError, match="Key 'folds' not in"):
         parse_args([f"dir={tmp_path}", "folds=5"])

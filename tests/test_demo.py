@@ -1,6 +1,11 @@
 """A shortened `make demo`: the model trained briefly on the synthetic videos beats the
 copy-first-mask baseline, follows whichever object's mask it is given, and loses J with a wrong
-first mask (the mask-dependence controls of the objectness issue)."""
+first mask (the mask-dependence controls of the objectness issue).
+
+The margins are what the demo recipe reaches on every seed with room to spare: this short
+version scored J 73-77 against the copy baseline's 16.9 and a mask dependence of 61-67 over
+seeds 0-2 (2-core AMD EPYC), so a recipe that drifts back to ignoring its memory (dependence 13
+in one run of the previous recipe) fails here."""
 
 from __future__ import annotations
 
@@ -9,6 +14,10 @@ import pytest
 from conftest import compose_cfg
 
 from tcmn.experiment import run_eval, run_train
+
+#: minimum gap of J over the copy baseline, of J over every wrong-first-mask control, and of the
+#: mask dependence (fractions)
+MARGIN = 0.40
 
 SHORT = [
     "logger=none",
@@ -75,14 +84,14 @@ def test_trained_model_beats_the_copy_first_mask_baseline(demo_eval):
     j = demo_eval["methods"]["tcmn"]["J"]
     base = demo_eval["methods"]["copy_first_mask"]["J"]
     print(f"\nshort demo: J {j:.3f} vs copy-first-mask {base:.3f}")
-    assert j > base + 0.15
+    assert j > base + MARGIN
 
 
 def test_a_wrong_first_mask_drops_j(demo_eval):
     j = demo_eval["methods"]["tcmn"]["J"]
     for control in ("control_empty", "control_flip", "control_shift"):
-        assert demo_eval["methods"][control]["J"] < j - 0.15, control
-    assert demo_eval["mask_dependence"]["synthetic"] > 0.15
+        assert demo_eval["methods"][control]["J"] < j - MARGIN, control
+    assert demo_eval["mask_dependence"]["synthetic"] > MARGIN
 
 
 def test_model_follows_whichever_object_it_is_given(demo_ckpt, tmp_path):

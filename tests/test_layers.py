@@ -17,7 +17,7 @@ PKG = SRC / "tcmn"
 LAYERS = [
     ["errors", "utils", "viz", "checks"],
     ["io"],
-    ["models", "losses", "metrics", "cv", "paired"],
+    ["models", "losses", "metrics", "cv", "paired", "spread"],
     ["diagnostics", "inference"],
     ["data"],
     ["evaluation"],

@@ -31,6 +31,11 @@ def user_errors(fn: Callable) -> Callable:
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
+        except BrokenPipeError:
+            # the reader of our output went away (`tcmn-cv ... | head`): stop quietly, as a
+            # shell tool does; stdout goes to devnull so that Python's flush at exit is silent
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(1)
         except Exception as e:
             cause = _user_error(e)
             if cause is not None:

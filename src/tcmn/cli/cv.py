@@ -17,6 +17,14 @@ With ``compare=B`` it also pairs the runs of ``dir`` (A) and ``B`` by fold and s
 (``paired_per_run.csv``, ``paired_summary.csv``, ``paired_summary.md``,
 ``paired_summary.json``) into ``out``; runs whose fold and seed are in one folder only are
 listed as unpaired. The logic is :func:`tcmn.paired.write_paired`.
+
+With ``seeds=FOLDER`` (a seeds folder of ``tools/demo_seeds.sh``, e.g. ``results/demo/recipe``)
+it writes and prints the recipe's range over seeds (``spread.json``, ``spread.md``); with
+``place=RUN`` as well it prints where that ``make demo`` run falls in the range (what ``make
+demo`` ends with). The logic is :mod:`tcmn.spread`::
+
+    tcmn-cv seeds=results/demo/recipe
+    tcmn-cv seeds=results/demo/recipe place=logs/demo
 """
 
 from __future__ import annotations
@@ -38,12 +46,17 @@ class CVArgs:
         group_by: config keys whose values are aggregated separately (e.g. ``[model.loss.beta]``).
         compare: a second variant folder (B): pair its runs with those of ``dir`` (A) by fold
             and seed and write the paired comparison (Δ = A − B) into ``out``.
+        seeds: a seeds folder (``seed_<k>/test.json`` and ``unseen.json``): write and print its
+            range over seeds instead (``dir`` is then not needed).
+        place: with ``seeds``, a ``make demo`` run folder: print where it falls in the range.
     """
 
-    dir: str = "???"
+    dir: str | None = None
     out: str | None = None
     group_by: list[str] = field(default_factory=list)
     compare: str | None = None
+    seeds: str | None = None
+    place: str | None = None
 
 
 def parse_args(argv: list[str]) -> CVArgs:
@@ -60,10 +73,32 @@ def parse_args(argv: list[str]) -> CVArgs:
     except OmegaConfBaseException as e:
         msg = str(e).splitlines()[0]
         raise TCMNError(
-            f"{msg}; tcmn-cv takes dir=, out=, group_by=[...] and compare=, e.g. tcmn-cv "
-            "dir=SWEEP_FOLDER."
+            f"{msg}; tcmn-cv takes dir=, out=, group_by=[...], compare=, seeds= and place=, e.g. "
+            "tcmn-cv dir=SWEEP_FOLDER."
         ) from None
+    if args.place is not None and args.seeds is None:
+        raise TCMNError("place=RUN needs seeds=SEEDS_FOLDER, the range to place the run in.")
+    if args.dir is None and args.seeds is None:
+        raise TCMNError(
+            "tcmn-cv needs dir=SWEEP_FOLDER (or seeds=SEEDS_FOLDER for a recipe's range)."
+        )
     return args
+
+
+def seed_range(args: CVArgs) -> dict:
+    """``seeds=`` (and ``place=``): write and print a recipe's range over seeds; return it."""
+    from pathlib import Path
+
+    from tcmn.spread import place, read_run, read_seeds, seed_spread, spread_markdown, write_spread
+
+    if args.place is not None:  # read only: make demo places its run without writing anything
+        spread = seed_spread(read_seeds(args.seeds))
+        print("\n".join(place(read_run(args.place), spread)))
+        return spread
+    spread = write_spread(args.seeds)
+    print(spread_markdown(spread))
+    print(f"range written to {Path(args.seeds)} (spread.json, spread.md)")
+    return spread
 
 
 def cv(argv: list[str]) -> dict:
@@ -78,6 +113,8 @@ def cv(argv: list[str]) -> dict:
     from tcmn.paired import PAIRED_FILES, write_paired
 
     args = parse_args(argv)
+    if args.seeds is not None:
+        return seed_range(args)
     summary = write_cv(args.dir, args.out, args.group_by)
     out = Path(args.out or args.dir)
     print((out / "cv_summary.md").read_text())
