@@ -118,6 +118,8 @@ plan() {  # every block of the README's results, in the order they were run
   # 2b. the same checkpoints with a memory frame every 2 frames (the recipe's setting now; screened
   # on folds 0-1 of seed 0 among mem_every 1/2/3, top_k 50/all and propagation.size 240/256)
   GROUP=cvc_mem2 CKPT_GROUP=cvc SEEDS="0 1" VARIANTS="tcmn no_ltc" EVAL_EXTRA=propagation.mem_every=2 bash $me
+  # 2c. twice the main steps, screened on folds 0-1 (seed 0)
+  GROUP=screen_steps FOLDS="0 1" SEEDS=0 VARIANTS=tcmn MAIN_EXTRA="trainer.max_steps=1200" EVAL_EXTRA=propagation.mem_every=2 bash $me
   # 3. the other ablations of the recipe, on some folds
   GROUP=cvc FOLDS="0 1" VARIANTS=random_init bash $me
   GROUP=cvc FOLDS=0 VARIANTS="visible_objects no_objectness" bash $me
