@@ -126,3 +126,12 @@ def test_bad_seeds_folders_get_one_sentence(tmp_path: Path) -> None:
         cv([f"place={tmp_path}"])
     with pytest.raises(TCMNError, match="tcmn-cv needs dir="):
         cv(["out=x"])
+
+
+def test_other_metrics_can_be_read_and_spread(seeds_dir: Path) -> None:
+    """tools/demo_table.py reads its own columns through read_seeds; the spread follows them."""
+    seeds = read_seeds(seeds_dir, {"copy J": ("methods", "copy_first_mask", "J")})
+    assert set(seeds[0]["test"]) == {"copy J"}
+    spread = seed_spread(seeds)
+    assert set(spread["splits"]["unseen"]) == {"copy J"}
+    assert spread["splits"]["test"]["copy J"]["mean"] == pytest.approx(0.2)

@@ -20,8 +20,8 @@ Scores are fractions in the files and percentage points in the tables.
 from __future__ import annotations
 
 import json
-import math
 import re
+import statistics
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -60,7 +60,7 @@ def _metric(summary: Mapping[str, Any], path: tuple[str, ...], source: Path) -> 
     return float(value)
 
 
-def _read_summary(path: Path) -> dict[str, float]:
+def _read_summary(path: Path, metrics: Mapping[str, tuple[str, ...]]) -> dict[str, float]:
     try:
         summary = json.loads(path.read_text())
     except (OSError, ValueError) as e:
@@ -69,11 +69,13 @@ def _read_summary(path: Path) -> dict[str, float]:
         ) from None
     if summary.get("status", "ok") != "ok":
         raise TCMNError(f"{path}: the evaluation failed (status {summary.get('status')!r}).")
-    return {name: _metric(summary, p, path) for name, p in METRICS.items()}
+    return {name: _metric(summary, p, path) for name, p in metrics.items()}
 
 
-def read_seeds(folder: str | Path) -> dict[int, dict[str, Any]]:
-    """Read a seeds folder.
+def read_seeds(
+    folder: str | Path, metrics: Mapping[str, tuple[str, ...]] = METRICS
+) -> dict[int, dict[str, Any]]:
+    """Read a seeds folder: the ``metrics`` (name -> path into a summary) of every split.
 
     Returns:
         ``{seed: {split: {metric: value}, "run": run.json content or {}}}`` for every
@@ -96,7 +98,7 @@ def read_seeds(folder: str | Path) -> dict[int, dict[str, Any]]:
         files = {split: sub / spec[0] for split, spec in SPLITS.items()}
         if not all(f.is_file() for f in files.values()):
             continue
-        entry: dict[str, Any] = {split: _read_summary(f) for split, f in files.items()}
+        entry: dict[str, Any] = {split: _read_summary(f, metrics) for split, f in files.items()}
         run = sub / "run.json"
         entry["run"] = json.loads(run.read_text()) if run.is_file() else {}
         seeds[int(m.group(1))] = entry
@@ -109,14 +111,12 @@ def read_seeds(folder: str | Path) -> dict[int, dict[str, Any]]:
 
 
 def _stats(values: list[float]) -> dict[str, float]:
-    n = len(values)
-    mean = sum(values) / n
-    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
-    return {"mean": mean, "std": std, "min": min(values), "max": max(values)}
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return {"mean": statistics.fmean(values), "std": std, "min": min(values), "max": max(values)}
 
 
 def seed_spread(seeds: Mapping[int, Mapping[str, Any]]) -> dict[str, Any]:
-    """Mean, sample std, min and max over seeds of every split's metrics (see :func:`read_seeds`).
+    """Mean, sample std, min and max over seeds of every metric that :func:`read_seeds` read.
 
     Returns:
         ``{"seeds": [...], "splits": {split: {metric: {"values", "mean", "std", "min", "max"}}},
@@ -126,7 +126,7 @@ def seed_spread(seeds: Mapping[int, Mapping[str, Any]]) -> dict[str, Any]:
     splits: dict[str, Any] = {}
     for split in SPLITS:
         splits[split] = {}
-        for metric in METRICS:
+        for metric in seeds[order[0]][split]:
             values = [float(seeds[s][split][metric]) for s in order]
             splits[split][metric] = {"values": values, **_stats(values)}
     seconds = [float(seeds[s]["run"]["seconds"]) for s in order if "seconds" in seeds[s]["run"]]
@@ -185,7 +185,7 @@ def read_run(run_dir: str | Path) -> dict[str, dict[str, float]]:
         path = root / sub / "summary.json"
         if not path.is_file():
             raise TCMNError(f"{path}: no such evaluation summary; run make demo to the end first.")
-        out[split] = _read_summary(path)
+        out[split] = _read_summary(path, METRICS)
     return out
 
 
